@@ -1,0 +1,37 @@
+"""jxent: information-theoretic measures and losses for JAX, exact at the edges."""
+
+from . import losses as losses
+from ._binary import binary_cross_entropy as binary_cross_entropy
+from ._binary import binary_entropy as binary_entropy
+from ._binary import binary_kl_divergence as binary_kl_divergence
+from ._measures import cross_entropy as cross_entropy
+from ._measures import cross_entropy_from_logits as cross_entropy_from_logits
+from ._measures import entropy as entropy
+from ._measures import entropy_from_logits as entropy_from_logits
+from ._measures import js_divergence as js_divergence
+from ._measures import kl_divergence as kl_divergence
+from ._measures import kl_divergence_from_logits as kl_divergence_from_logits
+from ._primitives import xlogx as xlogx
+from ._primitives import xlogy as xlogy
+from ._validation import checked as checked
+from ._validation import validation_mode as validation_mode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_entropy",
+    "binary_kl_divergence",
+    "checked",
+    "cross_entropy",
+    "cross_entropy_from_logits",
+    "entropy",
+    "entropy_from_logits",
+    "js_divergence",
+    "kl_divergence",
+    "kl_divergence_from_logits",
+    "losses",
+    "validation_mode",
+    "xlogx",
+    "xlogy",
+]

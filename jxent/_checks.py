@@ -1,0 +1,95 @@
+"""Trace-time argument checks shared by every public function."""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def as_float_array(x: jax.typing.ArrayLike, name: str) -> jax.Array:
+    """Return ``x`` as an array computed in at least float32.
+
+    bf16/f16 are promoted to float32 so that a loss is not quantised to the
+    steps of a 16-bit float; float64 stays float64.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if jnp.finfo(x.dtype).bits < 32:
+        x = x.astype(jnp.float32)
+    return x
+
+
+def as_inexact_array(x: jax.typing.ArrayLike, name: str) -> jax.Array:
+    """Like :func:`as_float_array`, but integers and bools are promoted too."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.result_type(float))
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+    return as_float_array(x, name)
+
+
+def broadcast_pair(
+    a: jax.Array, b: jax.Array, names: tuple[str, str]
+) -> tuple[jax.Array, jax.Array]:
+    """Broadcast two arrays to one shape and one dtype, naming them on failure."""
+    try:
+        shape = jnp.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"{names[0]} of shape {a.shape} and {names[1]} of shape {b.shape} "
+            "cannot be broadcast together"
+        ) from None
+    dtype = jnp.result_type(a.dtype, b.dtype)
+    return (
+        jnp.broadcast_to(a, shape).astype(dtype),
+        jnp.broadcast_to(b, shape).astype(dtype),
+    )
+
+
+def normalize_axis(axis: int | Sequence[int], ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """Return ``axis`` as a sorted tuple of non-negative ints."""
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if not axes:
+        raise ValueError(f"{name} must name at least one axis, got {axis!r}")
+    normalized = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)):
+            raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{name}={axis!r} is out of range for an array of rank {ndim}")
+        normalized.append(int(a) % ndim)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{name}={axis!r} repeats an axis")
+    return tuple(sorted(normalized))
+
+
+def class_mask(where: jax.typing.ArrayLike | None, shape: tuple[int, ...]) -> jax.Array | None:
+    """Return ``where`` broadcast to ``shape``, or None when there is no mask."""
+    if where is None:
+        return None
+    where = jnp.asarray(where)
+    if where.dtype != jnp.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {where.dtype}")
+    try:
+        fits = jnp.broadcast_shapes(where.shape, shape) == tuple(shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"where of shape {where.shape} does not broadcast to shape {tuple(shape)}")
+    return jnp.broadcast_to(where, shape)
+
+
+def log_of_base(base: float | None) -> float | None:
+    """Return ``log(base)``, or None for nats; reject bases that are not a unit."""
+    if base is None:
+        return None
+    try:
+        value = float(base)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        raise TypeError(f"base must be a Python number or None, got {base!r}") from None
+    if not (value > 0 and value != 1 and np.isfinite(value)):
+        raise ValueError(f"base must be positive, finite and not 1, got {base!r}")
+    return float(np.log(value))

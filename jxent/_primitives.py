@@ -1,0 +1,228 @@
+"""Zero-safe elementwise building blocks with ``custom_jvp`` rules.
+
+Every rule multiplies tangents with :func:`zero_safe_mul`, so a zero tangent
+meets an infinite coefficient as 0, in forward mode, reverse mode and at every
+order. The coefficients are themselves built from these functions, which is
+what keeps ``jax.hessian`` free of NaN at the edges.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import as_inexact_array, broadcast_pair
+from ._zero_safe import zero_safe_mul
+
+
+def _zero_where_x_is_zero(x: jax.Array, y: jax.Array, value: jax.Array) -> jax.Array:
+    # x = 0 gives 0 whatever y is, unless y is NaN: NaN inputs stay NaN.
+    return jnp.where((x == 0) & ~jnp.isnan(y), jnp.zeros_like(value), value)
+
+
+@jax.custom_jvp
+def _reciprocal(x: jax.Array) -> jax.Array:
+    return 1 / x
+
+
+@_reciprocal.defjvp
+def _reciprocal_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    r = _reciprocal(x)
+    return r, -zero_safe_mul(dx, zero_safe_mul(r, r))
+
+
+@jax.custom_jvp
+def _log(x: jax.Array) -> jax.Array:
+    return jnp.log(x)
+
+
+@_log.defjvp
+def _log_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return jnp.log(x), zero_safe_mul(dx, _reciprocal(x))
+
+
+@jax.custom_jvp
+def _log1p(x: jax.Array) -> jax.Array:
+    return jnp.log1p(x)
+
+
+@_log1p.defjvp
+def _log1p_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return jnp.log1p(x), zero_safe_mul(dx, _reciprocal(1 + x))
+
+
+@jax.custom_jvp
+def _xlogx(x: jax.Array) -> jax.Array:
+    return _zero_where_x_is_zero(x, x, x * jnp.log(x))
+
+
+@_xlogx.defjvp
+def _xlogx_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return _xlogx(x), zero_safe_mul(dx, _log(x) + 1)
+
+
+@jax.custom_jvp
+def xdivy(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``x / y``, 0 where ``x = 0`` whatever ``y`` is (NaN stays NaN)."""
+    return _zero_where_x_is_zero(x, y, x / y)
+
+
+@xdivy.defjvp
+def _xdivy_jvp(primals, tangents):
+    (x, y), (dx, dy) = primals, tangents
+    ratio = xdivy(x, y)
+    return ratio, zero_safe_mul(dx, _reciprocal(y)) - zero_safe_mul(dy, xdivy(ratio, y))
+
+
+@jax.custom_jvp
+def _xlogy(x: jax.Array, y: jax.Array) -> jax.Array:
+    return _zero_where_x_is_zero(x, y, x * jnp.log(y))
+
+
+@_xlogy.defjvp
+def _xlogy_jvp(primals, tangents):
+    (x, y), (dx, dy) = primals, tangents
+    return _xlogy(x, y), zero_safe_mul(dx, _log(y)) + zero_safe_mul(dy, xdivy(x, y))
+
+
+@jax.custom_jvp
+def xlog1py(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``x * log1p(y)``, 0 where ``x = 0`` (NaN stays NaN)."""
+    return _zero_where_x_is_zero(x, y, x * jnp.log1p(y))
+
+
+@xlog1py.defjvp
+def _xlog1py_jvp(primals, tangents):
+    (x, y), (dx, dy) = primals, tangents
+    tangent = zero_safe_mul(dx, _log1p(y)) + zero_safe_mul(dy, xdivy(x, 1 + y))
+    return xlog1py(x, y), tangent
+
+
+@jax.custom_jvp
+def log_ratio(p: jax.Array, q: jax.Array) -> jax.Array:
+    """``log(p / q)``, accurate when ``p ≈ q`` and when ``p / q`` would overflow."""
+    ratio = p / q
+    # The quotient is exact to one rounding unless it leaves the normal range;
+    # only then fall back to the difference of logs (which cancels when p ≈ q).
+    in_range = jnp.isfinite(ratio) & (ratio >= jnp.finfo(ratio.dtype).tiny)
+    safe_ratio = jnp.where(in_range, ratio, 1)
+    return jnp.where(in_range, jnp.log(safe_ratio), jnp.log(p) - jnp.log(q))
+
+
+@log_ratio.defjvp
+def _log_ratio_jvp(primals, tangents):
+    (p, q), (dp, dq) = primals, tangents
+    tangent = zero_safe_mul(dp, _reciprocal(p)) - zero_safe_mul(dq, _reciprocal(q))
+    return log_ratio(p, q), tangent
+
+
+@jax.custom_jvp
+def rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
+    """``p log(p / q)``: 0 where ``p = 0``, ``+inf`` where ``p > 0 = q``."""
+    value = p * log_ratio(p, q)
+    return jnp.where((p == 0) & (q >= 0), jnp.zeros_like(value), value)
+
+
+@rel_entr.defjvp
+def _rel_entr_jvp(primals, tangents):
+    (p, q), (dp, dq) = primals, tangents
+    # At p = q = 0 any increase of p makes the term +inf: the slope is +inf.
+    slope_p = jnp.where((p == 0) & (q == 0), jnp.inf, log_ratio(p, q) + 1)
+    tangent = zero_safe_mul(dp, slope_p) - zero_safe_mul(dq, xdivy(p, q))
+    return rel_entr(p, q), tangent
+
+
+def _js_slope(p: jax.Array, mixture: jax.Array) -> jax.Array:
+    # d/dp of the JS term is ½ log(p / m); at p = q = 0 the term is
+    # homogeneous of degree one, so its slope along p is ½ log 2.
+    both_zero = (p == 0) & (mixture == 0)
+    safe_p = jnp.where(both_zero, 1.0, p)
+    safe_mixture = jnp.where(both_zero, 0.5, mixture)
+    return 0.5 * log_ratio(safe_p, safe_mixture)
+
+
+@jax.custom_jvp
+def js_term(p: jax.Array, q: jax.Array) -> jax.Array:
+    """One class's share of the Jensen–Shannon divergence."""
+    mixture = 0.5 * (p + q)
+    return 0.5 * (rel_entr(p, mixture) + rel_entr(q, mixture))
+
+
+@js_term.defjvp
+def _js_term_jvp(primals, tangents):
+    (p, q), (dp, dq) = primals, tangents
+    mixture = 0.5 * (p + q)
+    tangent = zero_safe_mul(dp, _js_slope(p, mixture)) + zero_safe_mul(dq, _js_slope(q, mixture))
+    return js_term(p, q), tangent
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def log_softmax(logits: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """Log-softmax over ``axes``; ``-inf`` entries are zero-probability classes.
+
+    A row whose logits are all ``-inf`` is empty: every entry is ``-inf`` and
+    every tangent is multiplied by a zero probability downstream.
+    """
+    peak = jnp.max(logits, axis=axes, keepdims=True)
+    peak = jax.lax.stop_gradient(jnp.where(peak == -jnp.inf, 0, peak))
+    shifted = logits - peak
+    total = jnp.sum(jnp.exp(shifted), axis=axes, keepdims=True)
+    safe_total = jnp.where(total == 0, 1, total)
+    return jnp.where(total == 0, -jnp.inf, shifted - jnp.log(safe_total))
+
+
+@log_softmax.defjvp
+def _log_softmax_jvp(axes, primals, tangents):
+    (logits,), (d_logits,) = primals, tangents
+    log_probs = log_softmax(logits, axes)
+    mean_tangent = jnp.sum(jnp.exp(log_probs) * d_logits, axis=axes, keepdims=True)
+    return log_probs, d_logits - mean_tangent
+
+
+def xlogx(x: jax.typing.ArrayLike) -> jax.Array:
+    r"""Elementwise :math:`x \log x`, with :math:`0 \log 0 = 0`.
+
+    The derivative is :math:`\log x + 1` (``-inf`` at 0, its true value), and a
+    zero tangent there gives 0, never NaN, in forward and reverse mode.
+
+    Args:
+      x: array of non-negative values. bf16/f16 are computed in float32.
+
+    Returns:
+      An array of the shape of ``x``; NaN where ``x < 0`` or ``x`` is NaN.
+
+    Examples:
+      >>> import jax, jxent
+      >>> jxent.xlogx(jax.numpy.array([0.0, 1.0]))
+      Array([0., 0.], dtype=float32)
+    """
+    return _xlogx(as_inexact_array(x, "x"))
+
+
+def xlogy(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
+    r"""Elementwise :math:`x \log y`, 0 where :math:`x = 0` whatever ``y`` is.
+
+    .. math::
+      \partial_x = \log y, \qquad \partial_y = x / y \ (0 \text{ where } x = 0)
+
+    A zero tangent times an infinite coefficient is 0, so ``jax.jacfwd`` and
+    ``jax.grad`` give no NaN at ``(0, 0)`` (``jax.scipy.special.xlogy`` does).
+
+    Args:
+      x: array, broadcastable with ``y``.
+      y: array of non-negative values.
+
+    Returns:
+      The broadcast shape; NaN where ``y`` is NaN, even when ``x = 0``.
+
+    Examples:
+      >>> import jax, jxent
+      >>> jax.jacfwd(jxent.xlogy, argnums=(0, 1))(0.0, 0.0)
+      (Array(-inf, dtype=float32), Array(0., dtype=float32))
+    """
+    x, y = broadcast_pair(as_inexact_array(x, "x"), as_inexact_array(y, "y"), ("x", "y"))
+    return _xlogy(x, y)

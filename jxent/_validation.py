@@ -1,0 +1,104 @@
+"""The validation mode: run-time problems become ``checkify`` errors.
+
+Checks are emitted only while a function is traced under :func:`checked` (or
+inside :func:`validation_mode`), so ordinary calls carry no extra operations.
+"""
+
+import contextlib
+import contextvars
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import checkify
+
+_ENABLED = contextvars.ContextVar("jxent_validation", default=False)
+
+
+def enabled() -> bool:
+    return _ENABLED.get()
+
+
+@contextlib.contextmanager
+def validation_mode() -> Iterator[None]:
+    """Emit jxent's run-time checks in functions traced inside this block.
+
+    Use it when you wrap with ``jax.experimental.checkify`` yourself; otherwise
+    :func:`checked` does both steps.
+    """
+    token = _ENABLED.set(True)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+def checked(fn: Callable[..., Any]) -> Callable[..., tuple[checkify.Error, Any]]:
+    """Return ``fn`` with jxent's run-time checks turned into errors.
+
+    The result returns ``(error, output)`` like ``checkify.checkify`` and works
+    under ``jax.jit``; call ``error.throw()`` to raise. Checked problems: labels
+    out of range (other than ``ignore_index``), negative probabilities,
+    probabilities that do not sum to 1, NaN inputs. ``fn`` itself is unchanged.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> loss = jxent.checked(jxent.losses.softmax_cross_entropy_with_integer_labels)
+      >>> error, _ = jax.jit(loss)(jnp.zeros((2, 3)), jnp.array([0, 3]))
+      >>> print(error.get().splitlines()[0])
+      jxent: labels out of range [0, 3) (and not ignore_index): found 3 (`check` failed)
+    """
+    wrapped = checkify.checkify(fn, errors=checkify.user_checks)
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> tuple[checkify.Error, Any]:
+        with validation_mode():
+            return wrapped(*args, **kwargs)
+
+    return run
+
+
+def check_no_nan(x: jax.Array, name: str) -> None:
+    if enabled():
+        checkify.check(~jnp.any(jnp.isnan(x)), f"jxent: {name} contains NaN")
+
+
+def check_labels(labels: jax.Array, num_classes: int, ignore_index: int | None) -> None:
+    if not enabled():
+        return
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    first_bad = jnp.where(jnp.any(bad), labels.ravel()[jnp.argmax(bad.ravel())], 0)
+    checkify.check(
+        ~jnp.any(bad),
+        f"jxent: labels out of range [0, {num_classes}) (and not ignore_index): found {{}}",
+        first_bad,
+    )
+
+
+def check_probabilities(
+    probs: jax.Array,
+    name: str,
+    *,
+    axes: tuple[int, ...],
+    mask: jax.Array | None,
+    input_dtype: jnp.dtype,
+) -> None:
+    if not enabled():
+        return
+    check_no_nan(probs, name)
+    checkify.check(~jnp.any(probs < 0), f"jxent: {name} has negative probabilities")
+    if mask is not None:
+        probs = jnp.where(mask, probs, 0)
+    totals = jnp.sum(probs, axis=axes)
+    # Rounding of the inputs bounds how far a normalised sum may drift.
+    tolerance = max(float(jnp.finfo(input_dtype).eps) ** 0.5, 1e-6)
+    worst = jnp.max(jnp.abs(totals - 1), initial=0.0)
+    checkify.check(
+        worst <= tolerance,
+        f"jxent: {name} does not sum to 1 over the class axes (off by {{}})",
+        worst,
+    )

@@ -1,0 +1,27 @@
+"""optax-style losses: optax's names and argument order, safe at every edge."""
+
+from ._dense import poly_loss_cross_entropy as poly_loss_cross_entropy
+from ._dense import safe_softmax_cross_entropy as safe_softmax_cross_entropy
+from ._dense import softmax_cross_entropy as softmax_cross_entropy
+from ._divergence import convex_kl_divergence as convex_kl_divergence
+from ._divergence import distillation_loss as distillation_loss
+from ._divergence import kl_divergence as kl_divergence
+from ._divergence import kl_divergence_with_log_targets as kl_divergence_with_log_targets
+from ._integer import (
+    softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels,
+)
+from ._sigmoid import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
+from ._sigmoid import sigmoid_focal_loss as sigmoid_focal_loss
+
+__all__ = [
+    "convex_kl_divergence",
+    "distillation_loss",
+    "kl_divergence",
+    "kl_divergence_with_log_targets",
+    "poly_loss_cross_entropy",
+    "safe_softmax_cross_entropy",
+    "sigmoid_binary_cross_entropy",
+    "sigmoid_focal_loss",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+]
