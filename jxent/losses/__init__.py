@@ -7,6 +7,7 @@ from ._divergence import convex_kl_divergence as convex_kl_divergence
 from ._divergence import distillation_loss as distillation_loss
 from ._divergence import kl_divergence as kl_divergence
 from ._divergence import kl_divergence_with_log_targets as kl_divergence_with_log_targets
+from ._fused import linear_cross_entropy as linear_cross_entropy
 from ._integer import (
     softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "distillation_loss",
     "kl_divergence",
     "kl_divergence_with_log_targets",
+    "linear_cross_entropy",
     "poly_loss_cross_entropy",
     "safe_softmax_cross_entropy",
     "sigmoid_binary_cross_entropy",
