@@ -1,6 +1,8 @@
 """jxent: information-theoretic measures and losses for JAX, exact at the edges."""
 
 from . import losses as losses
+from . import metrics as metrics
+from . import sharding as sharding
 from ._binary import binary_cross_entropy as binary_cross_entropy
 from ._binary import binary_entropy as binary_entropy
 from ._binary import binary_kl_divergence as binary_kl_divergence
@@ -31,6 +33,8 @@ __all__ = [
     "kl_divergence",
     "kl_divergence_from_logits",
     "losses",
+    "metrics",
+    "sharding",
     "validation_mode",
     "xlogx",
     "xlogy",

@@ -88,7 +88,7 @@ def log_of_base(base: float | None) -> float | None:
         return None
     try:
         value = float(base)
-    except (TypeError, jax.errors.ConcretizationTypeError):
+    except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
         raise TypeError(f"base must be a Python number or None, got {base!r}") from None
     if not (value > 0 and value != 1 and np.isfinite(value)):
         raise ValueError(f"base must be positive, finite and not 1, got {base!r}")

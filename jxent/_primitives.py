@@ -179,7 +179,9 @@ def log_softmax(logits: jax.Array, axes: tuple[int, ...]) -> jax.Array:
 def _log_softmax_jvp(axes, primals, tangents):
     (logits,), (d_logits,) = primals, tangents
     log_probs = log_softmax(logits, axes)
-    mean_tangent = jnp.sum(jnp.exp(log_probs) * d_logits, axis=axes, keepdims=True)
+    # zero_safe_mul: in reverse mode an infinite cotangent sum meets the zero
+    # probability of a -inf class as 0, as it does in forward mode.
+    mean_tangent = jnp.sum(zero_safe_mul(jnp.exp(log_probs), d_logits), axis=axes, keepdims=True)
     return log_probs, d_logits - mean_tangent
 
 

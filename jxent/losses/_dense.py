@@ -13,8 +13,11 @@ from ._classes import Axis, classes_last
 def _smoothed(labels: jax.Array, mask: jax.Array | None, smoothing: float) -> jax.Array:
     if not smoothing:
         return labels
-    count = labels.shape[-1] if mask is None else jnp.sum(mask, axis=-1, keepdims=True)
-    return (1 - smoothing) * labels + smoothing / jnp.maximum(count, 1)
+    if mask is None:
+        return (1 - smoothing) * labels + smoothing / labels.shape[-1]
+    # The uniform part covers the unmasked classes only (K of them).
+    count = jnp.sum(mask, axis=-1, keepdims=True)
+    return jnp.where(mask, (1 - smoothing) * labels + smoothing / jnp.maximum(count, 1), 0)
 
 
 def _prepare(logits, labels, axis, where):
@@ -76,11 +79,13 @@ def softmax_cross_entropy(
     targets = _smoothed(labels, mask, float(label_smoothing))
     log_probs = prim.log_softmax(logits, (logits.ndim - 1,))
     loss = -jnp.sum(zero_safe_mul(targets, log_probs), axis=-1)
+    # A row with every class masked or every logit -inf is empty: loss 0 and
+    # gradient 0, whatever its labels (as the integer-label loss).
+    empty = jnp.all(logits == -jnp.inf, axis=-1)
     if z_loss:
         lse = jnp.max(logits, axis=-1) - jnp.max(log_probs, axis=-1)
-        empty = jnp.all(logits == -jnp.inf, axis=-1)
         loss = loss + float(z_loss) * jnp.where(empty, 0, lse) ** 2
-    return loss
+    return jnp.where(empty, 0, loss)
 
 
 safe_softmax_cross_entropy = softmax_cross_entropy
@@ -124,4 +129,6 @@ def poly_loss_cross_entropy(
     log_probs = prim.log_softmax(logits, (logits.ndim - 1,))
     cross_entropy = -jnp.sum(zero_safe_mul(labels, log_probs), axis=-1)
     missing_mass = jnp.sum(labels * (1 - jnp.exp(log_probs)), axis=-1)
-    return cross_entropy + epsilon * missing_mass
+    # An empty row (every class masked or every logit -inf) gives 0.
+    empty = jnp.all(logits == -jnp.inf, axis=-1)
+    return jnp.where(empty, 0, cross_entropy + epsilon * missing_mass)

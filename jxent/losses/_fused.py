@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _validation
+from ._integer import _all_max, _all_sum, _first_class, _num_classes
 
 
 class _Options(NamedTuple):
@@ -21,6 +22,7 @@ class _Options(NamedTuple):
     z_loss: float
     softcap: float | None
     block_size: int
+    axis_name: str | tuple[str, ...] | None = None
 
 
 def _block_bounds(vocab: int, block_size: int) -> tuple[int, int]:
@@ -54,6 +56,26 @@ def _block_logits(hidden, w, b, softcap):
     return logits
 
 
+def _zero_like_logits(hidden, weight, dtype) -> jax.Array:
+    """A scalar 0 that varies over whatever mesh axes the logits vary over.
+
+    Inside ``shard_map`` a loop carry must carry the same manual axes as the
+    values the body puts in it; an empty contraction gives that 0 for free.
+    """
+    return jnp.sum(jnp.dot(hidden[:1, :0], weight[:0, :1], preferred_element_type=dtype))
+
+
+def _varying_axes(x: jax.Array) -> frozenset:
+    """Mesh axes over which ``x`` differs from device to device (inside shard_map)."""
+    return jax.typeof(x).manual_axis_type.varying
+
+
+def _sum_over_sharers(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
+    """psum a cotangent over the mesh axes it varies over and its primal does not."""
+    extra = tuple(sorted(_varying_axes(cotangent) - _varying_axes(primal)))
+    return jax.lax.psum(cotangent, extra) if extra else cotangent
+
+
 def _for_each_block(vocab, block_size, body, carry):
     """Run ``body(start, width, carry)`` over full blocks, then the short last one."""
     full, rest = _block_bounds(vocab, block_size)
@@ -64,7 +86,9 @@ def _for_each_block(vocab, block_size, body, carry):
 
 
 def _forward(hidden, weight, bias, labels, options: _Options):
-    tokens, vocab = hidden.shape[0], weight.shape[1]
+    tokens, local_vocab = hidden.shape[0], weight.shape[1]
+    axis_name = options.axis_name
+    first_class = _first_class(local_vocab, axis_name)
     dtype = _accumulation_dtype(hidden)
 
     def body(start, width, carry):
@@ -75,21 +99,28 @@ def _forward(hidden, weight, bias, labels, options: _Options):
         total = total * jnp.exp(peak - new_peak) + jnp.sum(
             jnp.exp(logits - new_peak[:, None]), axis=1
         )
-        columns = start + jnp.arange(width)
+        columns = first_class + start + jnp.arange(width)
         is_label = columns[None, :] == labels[:, None]
         label_logit = label_logit + jnp.sum(jnp.where(is_label, logits, 0), axis=1)
         if options.label_smoothing:
             logit_sum = logit_sum + jnp.sum(logits, axis=1)
         return new_peak, total, label_logit, logit_sum
 
-    zeros = jnp.zeros((tokens,), dtype)
-    init = (jnp.full((tokens,), -jnp.inf, dtype), zeros, zeros, zeros)
-    peak, total, label_logit, logit_sum = _for_each_block(vocab, options.block_size, body, init)
-    lse = peak + jnp.log(total)
+    zeros = jnp.zeros((tokens,), dtype) + _zero_like_logits(hidden, weight, dtype)
+    init = (zeros - jnp.inf, zeros, zeros, zeros)
+    peak, total, label_logit, logit_sum = _for_each_block(
+        local_vocab, options.block_size, body, init
+    )
+    # Shards meet through per-token vectors only: max, rescaled sum, label logit.
+    global_peak = _all_max(peak, axis_name)
+    total = _all_sum(total * jnp.exp(peak - global_peak), axis_name)
+    label_logit = _all_sum(label_logit, axis_name)
+    vocab = _num_classes(local_vocab, axis_name)
+    lse = global_peak + jnp.log(total)
     smoothing = options.label_smoothing
     loss = (1 - smoothing) * (lse - label_logit)
     if smoothing:
-        loss = loss + smoothing * (lse - logit_sum / vocab)
+        loss = loss + smoothing * (lse - _all_sum(logit_sum, axis_name) / vocab)
     if options.z_loss:
         loss = loss + options.z_loss * lse**2
     ignored, invalid = _label_status(labels, vocab, options.ignore_index)
@@ -115,7 +146,9 @@ def _fused_fwd(hidden, weight, bias, labels, options):
 
 def _fused_bwd(options, residuals, d_loss):
     hidden, weight, bias, labels, lse = residuals
-    vocab = weight.shape[1]
+    local_vocab, axis_name = weight.shape[1], options.axis_name
+    first_class = _first_class(local_vocab, axis_name)
+    vocab = _num_classes(local_vocab, axis_name)
     smoothing = options.label_smoothing
     ignored, invalid = _label_status(labels, vocab, options.ignore_index)
     dtype = _accumulation_dtype(hidden)
@@ -131,7 +164,7 @@ def _fused_bwd(options, residuals, d_loss):
         w, b = _weight_block(weight, bias, start, width)
         logits = _block_logits(hidden, w, b, options.softcap)
         probs = jnp.exp(logits - lse[:, None])
-        columns = start + jnp.arange(width)
+        columns = first_class + start + jnp.arange(width)
         d_logits = prob_scale[:, None] * probs - uniform_scale[:, None]
         d_logits = jnp.where(
             columns[None, :] == labels[:, None], d_logits - label_scale[:, None], d_logits
@@ -148,16 +181,82 @@ def _fused_bwd(options, residuals, d_loss):
             d_bias = jax.lax.dynamic_update_slice_in_dim(d_bias, d_b, start, axis=0)
         return d_hidden, d_weight, d_bias
 
+    zero = _zero_like_logits(hidden, weight, dtype)
     init = (
-        jnp.zeros(hidden.shape, dtype),
-        jnp.zeros(weight.shape, weight.dtype),
-        None if bias is None else jnp.zeros(bias.shape, bias.dtype),
+        jnp.zeros(hidden.shape, dtype) + zero,
+        jnp.zeros(weight.shape, weight.dtype) + zero.astype(weight.dtype),
+        None if bias is None else jnp.zeros(bias.shape, bias.dtype) + zero.astype(bias.dtype),
     )
-    d_hidden, d_weight, d_bias = _for_each_block(vocab, options.block_size, body, init)
+    d_hidden, d_weight, d_bias = _for_each_block(local_vocab, options.block_size, body, init)
+    # An input shared by several devices (hidden across the vocabulary shards,
+    # the weight across data shards) gets the sum of their contributions.
+    d_hidden = _sum_over_sharers(d_hidden, hidden)
+    d_weight = _sum_over_sharers(d_weight, weight)
+    d_bias = None if bias is None else _sum_over_sharers(d_bias, bias)
     return d_hidden.astype(hidden.dtype), d_weight, d_bias, None
 
 
 _fused_cross_entropy.defvjp(_fused_fwd, _fused_bwd)
+
+
+def fused_cross_entropy(
+    hidden,
+    weight,
+    labels,
+    *,
+    bias,
+    ignore_index,
+    label_smoothing,
+    z_loss,
+    softcap,
+    block_size,
+    axis_name,
+):
+    """:func:`linear_cross_entropy` on a weight that may be a vocabulary shard."""
+    hidden = jnp.asarray(hidden)
+    weight = jnp.asarray(weight)
+    labels = jnp.asarray(labels)
+    for name, x in (("hidden", hidden), ("weight", weight)):
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be [D, V], got shape {weight.shape}")
+    if hidden.ndim < 1 or hidden.shape[-1] != weight.shape[0]:
+        raise ValueError(
+            f"hidden of shape {hidden.shape} does not match weight of shape {weight.shape}: "
+            "hidden's last axis must equal weight's first (D)"
+        )
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != hidden.shape[:-1]:
+        raise ValueError(
+            f"labels of shape {labels.shape} must match hidden's leading shape "
+            f"{hidden.shape[:-1]} (hidden is {hidden.shape})"
+        )
+    if bias is not None:
+        bias = jnp.asarray(bias)
+        if not jnp.issubdtype(bias.dtype, jnp.floating):
+            raise TypeError(f"bias must be a floating-point array, got dtype {bias.dtype}")
+        if bias.shape != weight.shape[1:]:
+            raise ValueError(f"bias of shape {bias.shape} must be [{weight.shape[1]}]")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if softcap is not None and not float(softcap) > 0:
+        raise ValueError(f"softcap must be positive or None, got {softcap!r}")
+    if int(block_size) < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    options = _Options(
+        ignore_index=None if ignore_index is None else int(ignore_index),
+        label_smoothing=float(label_smoothing),
+        z_loss=float(z_loss),
+        softcap=None if softcap is None else float(softcap),
+        block_size=min(int(block_size), weight.shape[1]),
+        axis_name=axis_name,
+    )
+    _validation.check_labels(labels, _num_classes(weight.shape[1], axis_name), options.ignore_index)
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    losses = _fused_cross_entropy(flat_hidden, weight, bias, labels.reshape(-1), options)
+    return losses.reshape(labels.shape)
 
 
 def linear_cross_entropy(
@@ -209,46 +308,15 @@ def linear_cross_entropy(
       >>> jxent.losses.linear_cross_entropy(hidden, weight, jnp.array([0, 1, 2, 3]), block_size=32)
       Array([4.6051702, 4.6051702, 4.6051702, 4.6051702], dtype=float32)
     """
-    hidden = jnp.asarray(hidden)
-    weight = jnp.asarray(weight)
-    labels = jnp.asarray(labels)
-    for name, x in (("hidden", hidden), ("weight", weight)):
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be [D, V], got shape {weight.shape}")
-    if hidden.ndim < 1 or hidden.shape[-1] != weight.shape[0]:
-        raise ValueError(
-            f"hidden of shape {hidden.shape} does not match weight of shape {weight.shape}: "
-            "hidden's last axis must equal weight's first (D)"
-        )
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
-    if labels.shape != hidden.shape[:-1]:
-        raise ValueError(
-            f"labels of shape {labels.shape} must match hidden's leading shape "
-            f"{hidden.shape[:-1]} (hidden is {hidden.shape})"
-        )
-    if bias is not None:
-        bias = jnp.asarray(bias)
-        if not jnp.issubdtype(bias.dtype, jnp.floating):
-            raise TypeError(f"bias must be a floating-point array, got dtype {bias.dtype}")
-        if bias.shape != weight.shape[1:]:
-            raise ValueError(f"bias of shape {bias.shape} must be [{weight.shape[1]}]")
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    if softcap is not None and not float(softcap) > 0:
-        raise ValueError(f"softcap must be positive or None, got {softcap!r}")
-    if int(block_size) < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
-    options = _Options(
-        ignore_index=None if ignore_index is None else int(ignore_index),
-        label_smoothing=float(label_smoothing),
-        z_loss=float(z_loss),
-        softcap=None if softcap is None else float(softcap),
-        block_size=min(int(block_size), weight.shape[1]),
+    return fused_cross_entropy(
+        hidden,
+        weight,
+        labels,
+        bias=bias,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        block_size=block_size,
+        axis_name=None,
     )
-    _validation.check_labels(labels, weight.shape[1], options.ignore_index)
-    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-    losses = _fused_cross_entropy(flat_hidden, weight, bias, labels.reshape(-1), options)
-    return losses.reshape(labels.shape)

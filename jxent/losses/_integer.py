@@ -1,6 +1,13 @@
-"""Softmax cross-entropy with integer labels, with a one-hot-free derivative."""
+"""Softmax cross-entropy with integer labels, with a one-hot-free derivative.
+
+The same rule serves the vocab-parallel loss: with an ``axis_name``, the
+logits are this device's slice of the vocabulary and every per-row reduction
+is completed by a collective over that axis (a ``pmax`` and ``psum`` of
+per-row vectors, never the logits).
+"""
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,97 +18,152 @@ from .._checks import as_float_array
 from ._classes import Axis, classes_last
 
 
-def _row_statistics(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-row log-sum-exp over the last axis, and whether the row is empty."""
-    peak = jnp.max(logits, axis=-1)
-    peak = jnp.where(peak == -jnp.inf, 0, peak)
-    total = jnp.sum(jnp.exp(logits - peak[..., None]), axis=-1)
-    empty = total == 0
-    return peak + jnp.log(jnp.where(empty, 1, total)), empty
+class Options(NamedTuple):
+    ignore_index: int | None = None
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
+    axis_name: str | tuple[str, ...] | None = None
 
 
-def _smoothing_terms(logits, lse, weights, mask):
-    """Σ_j w_j (lse - z_j) over the unmasked classes, and their count K."""
-    gap = lse[..., None] - logits
-    if weights is not None:
-        gap = jnp.where(weights == 0, 0, weights * gap)
-    if mask is not None:
-        gap = jnp.where(mask, gap, 0)
-        count = jnp.sum(mask, axis=-1).astype(logits.dtype)
-    else:
-        count = jnp.asarray(logits.shape[-1], logits.dtype)
-    return jnp.sum(gap, axis=-1), jnp.maximum(count, 1)
+def _all_max(x: jax.Array, axis_name) -> jax.Array:
+    return x if axis_name is None else jax.lax.pmax(x, axis_name)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6))
-def _integer_cross_entropy(logits, labels, weights, mask, ignore_index, smoothing, z_loss):
-    return _forward(logits, labels, weights, mask, ignore_index, smoothing, z_loss)[0]
+def _all_sum(x: jax.Array, axis_name) -> jax.Array:
+    return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
-def _forward(logits, labels, weights, mask, ignore_index, smoothing, z_loss):
-    num_classes = logits.shape[-1]
+def _first_class(num_local: int, axis_name) -> jax.Array | int:
+    """Index in the full vocabulary of this shard's first class."""
+    return 0 if axis_name is None else jax.lax.axis_index(axis_name) * num_local
+
+
+def _num_classes(num_local: int, axis_name) -> int:
+    return num_local if axis_name is None else num_local * jax.lax.axis_size(axis_name)
+
+
+class _Forward(NamedTuple):
+    loss: jax.Array
+    masked: jax.Array  # logits with masked classes at -inf
+    lse: jax.Array
+    local_labels: jax.Array  # label minus this shard's first class
+    label_weight: jax.Array
+    zero: jax.Array  # rows with loss 0 and gradient 0
+    invalid: jax.Array  # rows with NaN loss and gradient
+    count: jax.Array | None  # unmasked classes per row (with smoothing)
+    total_weight: jax.Array | None  # Σ_j w_j over unmasked classes (with smoothing)
+
+
+def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
+    axis_name, smoothing = options.axis_name, options.label_smoothing
+    num_local = logits.shape[-1]
     masked = logits if mask is None else jnp.where(mask, logits, -jnp.inf)
-    lse, empty = _row_statistics(masked)
-    valid = (labels >= 0) & (labels < num_classes)
-    safe_labels = jnp.where(valid, labels, 0)
+    peak = _all_max(jnp.max(masked, axis=-1), axis_name)
+    peak = jnp.where(peak == -jnp.inf, 0, peak)
+    total = _all_sum(jnp.sum(jnp.exp(masked - peak[..., None]), axis=-1), axis_name)
+    empty = total == 0
+    lse = peak + jnp.log(jnp.where(empty, 1, total))
+
+    valid = (labels >= 0) & (labels < _num_classes(num_local, axis_name))
+    local_labels = labels - _first_class(num_local, axis_name)
+    here = (local_labels >= 0) & (local_labels < num_local)
+    index = jnp.where(here, local_labels, 0)[..., None]
     # Like optax, the label's own logit is read unmasked.
-    label_logit = jnp.take_along_axis(logits, safe_labels[..., None], axis=-1)[..., 0]
-    label_weight = jnp.ones_like(lse) if weights is None else weights[safe_labels]
-    loss = (1 - smoothing) * label_weight * (lse - label_logit)
-    if smoothing:
-        gaps, count = _smoothing_terms(masked, lse, weights, mask)
-        loss = loss + smoothing / count * gaps
-    if z_loss:
-        loss = loss + z_loss * lse**2
-    zero = empty if ignore_index is None else empty | (labels == ignore_index)
-    loss = jnp.where(zero, 0, loss)
-    invalid = ~valid if ignore_index is None else ~valid & (labels != ignore_index)
-    loss = jnp.where(invalid, jnp.nan, loss)
-    return loss, (masked, lse, safe_labels, label_weight, zero, invalid)
-
-
-def _integer_cross_entropy_jvp(ignore_index, smoothing, z_loss, primals, tangents):
-    logits, labels, weights, mask = primals
-    d_logits, _, d_weights, _ = tangents
-    loss, (masked, lse, labels, label_weight, zero, invalid) = _forward(
-        *primals, ignore_index, smoothing, z_loss
+    label_logit = _all_sum(
+        jnp.where(here, jnp.take_along_axis(logits, index, axis=-1)[..., 0], 0), axis_name
     )
-    is_label = jnp.arange(logits.shape[-1]) == labels[..., None]
-    probs = jnp.exp(masked - lse[..., None])
+    if weights is None:
+        label_weight = jnp.ones_like(lse)
+    else:
+        picked = jnp.take_along_axis(jnp.broadcast_to(weights, logits.shape), index, axis=-1)
+        label_weight = _all_sum(jnp.where(here, picked[..., 0], 0), axis_name)
+    loss = (1 - smoothing) * label_weight * (lse - label_logit)
+
+    count = total_weight = None
+    if smoothing:
+        unmasked = jnp.ones(logits.shape, bool) if mask is None else mask
+        class_weight = jnp.ones_like(logits) if weights is None else weights
+        gap = jnp.where(unmasked & (class_weight != 0), class_weight * (lse[..., None] - masked), 0)
+        count = jnp.maximum(_all_sum(jnp.sum(unmasked, axis=-1), axis_name), 1).astype(lse.dtype)
+        total_weight = _all_sum(jnp.sum(jnp.where(unmasked, class_weight, 0), axis=-1), axis_name)
+        loss = loss + smoothing / count * _all_sum(jnp.sum(gap, axis=-1), axis_name)
+    if options.z_loss:
+        loss = loss + options.z_loss * lse**2
+
+    ignored = False if options.ignore_index is None else labels == options.ignore_index
+    zero = empty | ignored
+    invalid = ~valid & ~ignored
+    loss = jnp.where(invalid, jnp.nan, jnp.where(zero, 0, loss))
+    return _Forward(
+        loss, masked, lse, local_labels, label_weight, zero, invalid, count, total_weight
+    )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def integer_cross_entropy(logits, labels, weights, mask, options: Options):
+    """The loss on ``[..., K]`` logits (a vocabulary shard with an axis name)."""
+    return _forward(logits, labels, weights, mask, options).loss
+
+
+def _integer_cross_entropy_jvp(options: Options, primals, tangents):
+    logits, _, weights, mask = primals
+    d_logits, _, d_weights, _ = tangents
+    fwd = _forward(*primals, options)
+    smoothing = options.label_smoothing
+    is_label = jnp.arange(logits.shape[-1]) == fwd.local_labels[..., None]
+    probs = jnp.exp(fwd.masked - fwd.lse[..., None])
     # d loss / d z_j = c p_j - (1-α) w_k [j = k] - (α/K) w_j [j unmasked]:
     # a select against the label, never a one-hot array or a scatter.
-    coefficient = (1 - smoothing) * label_weight + 2 * z_loss * lse
-    smooth_weights = 0.0
+    coefficient = (1 - smoothing) * fwd.label_weight + 2 * options.z_loss * fwd.lse
+    grad = coefficient[..., None] * probs
     if smoothing:
-        unmasked = 1.0 if mask is None else mask
+        coefficient = coefficient + smoothing / fwd.count * fwd.total_weight
+        unmasked = True if mask is None else mask
         class_weight = 1.0 if weights is None else weights
-        count = logits.shape[-1] if mask is None else jnp.maximum(jnp.sum(mask, axis=-1), 1)
-        total_weight = (
-            count if weights is None else jnp.sum(jnp.where(unmasked, weights, 0), axis=-1)
-        )
-        count = jnp.asarray(count, logits.dtype)
-        coefficient = coefficient + smoothing / count * total_weight
-        smooth_weights = smoothing / count[..., None] * jnp.where(unmasked, class_weight, 0)
-    grad = coefficient[..., None] * probs - smooth_weights
-    grad = jnp.where(is_label, grad - ((1 - smoothing) * label_weight)[..., None], grad)
-    grad = jnp.where(zero[..., None], 0, grad)
-    grad = jnp.where(invalid[..., None], jnp.nan, grad)
-    tangent = jnp.zeros_like(loss)
+        smooth_weights = jnp.where(unmasked, class_weight, 0) * (smoothing / fwd.count)[..., None]
+        grad = coefficient[..., None] * probs - smooth_weights
+    grad = jnp.where(is_label, grad - ((1 - smoothing) * fwd.label_weight)[..., None], grad)
+    grad = jnp.where(fwd.zero[..., None], 0, grad)
+    grad = jnp.where(fwd.invalid[..., None], jnp.nan, grad)
+
+    tangent = jnp.zeros_like(fwd.loss)
     if not isinstance(d_logits, SymbolicZero):
         tangent = jnp.sum(grad * d_logits, axis=-1)
     if weights is not None and not isinstance(d_weights, SymbolicZero):
-        gap = lse[..., None] - masked
+        gap = fwd.lse[..., None] - fwd.masked
         per_class = jnp.where(is_label, (1 - smoothing) * gap, 0)
         if smoothing:
             unmasked = True if mask is None else mask
-            count = jnp.sum(jnp.broadcast_to(unmasked, gap.shape), axis=-1, keepdims=True)
-            per_class = per_class + jnp.where(unmasked, smoothing / count * gap, 0)
-        per_class = jnp.where(zero[..., None], 0, per_class)
+            per_class = per_class + jnp.where(unmasked, smoothing / fwd.count[..., None] * gap, 0)
+        per_class = jnp.where(fwd.zero[..., None], 0, per_class)
         tangent = tangent + jnp.sum(per_class * d_weights, axis=-1)
-    return loss, jnp.where(invalid, jnp.nan, tangent)
+    tangent = _all_sum(tangent, options.axis_name)
+    return fwd.loss, jnp.where(fwd.invalid, jnp.nan, tangent)
 
 
-_integer_cross_entropy.defjvp(_integer_cross_entropy_jvp, symbolic_zeros=True)
+integer_cross_entropy.defjvp(_integer_cross_entropy_jvp, symbolic_zeros=True)
+
+
+def check_arguments(logits, labels, *, label_smoothing, class_weights=None):
+    """Shared trace-time checks of the integer-label losses."""
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"labels of shape {labels.shape} do not match the logits' batch shape "
+            f"{logits.shape[:-1]} (logits flattened to {logits.shape})"
+        )
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if class_weights is None:
+        return None
+    weights = as_float_array(class_weights, "class_weights").astype(logits.dtype)
+    if weights.shape != logits.shape[-1:]:
+        raise ValueError(
+            f"class_weights of shape {weights.shape} must be [{logits.shape[-1]}] "
+            f"for logits of shape {logits.shape}"
+        )
+    return weights
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -159,26 +221,11 @@ def softmax_cross_entropy_with_integer_labels(
     """
     logits = as_float_array(logits, "logits")
     labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     logits, mask = classes_last(logits, axis, where, "logits")
-    if labels.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"labels of shape {labels.shape} do not match the logits' batch shape "
-            f"{logits.shape[:-1]} (logits flattened to {logits.shape})"
-        )
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    weights = None
-    if class_weights is not None:
-        weights = as_float_array(class_weights, "class_weights").astype(logits.dtype)
-        if weights.shape != logits.shape[-1:]:
-            raise ValueError(
-                f"class_weights of shape {weights.shape} must be [{logits.shape[-1]}] "
-                f"for logits of shape {logits.shape}"
-            )
+    weights = check_arguments(
+        logits, labels, label_smoothing=label_smoothing, class_weights=class_weights
+    )
     _validation.check_no_nan(logits, "logits")
     _validation.check_labels(labels, logits.shape[-1], ignore_index)
-    return _integer_cross_entropy(
-        logits, labels, weights, mask, ignore_index, float(label_smoothing), float(z_loss)
-    )
+    options = Options(ignore_index, float(label_smoothing), float(z_loss))
+    return integer_cross_entropy(logits, labels, weights, mask, options)

@@ -1,0 +1,121 @@
+"""Vocab-parallel cross-entropy for logits or weights sharded along the vocabulary.
+
+Call these inside ``jax.shard_map`` with the name of the mesh axis that splits
+the vocabulary: device ``i`` of that axis holds classes ``[i·V/n, (i+1)·V/n)``.
+Devices exchange only per-token vectors — the row maximum (``pmax``), the sum
+of exponentials and the label's logit (``psum``) — never logits or weights.
+Labels index the full vocabulary; a label held by another device contributes
+0 here and its logit arrives through the ``psum``. The loss comes back
+identical on every device of the axis.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from . import _validation
+from ._checks import as_float_array, class_mask
+from .losses._fused import fused_cross_entropy
+from .losses._integer import Options, check_arguments, integer_cross_entropy
+
+__all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
+
+
+def vocab_parallel_cross_entropy(
+    logits_shard: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    axis_name: str | tuple[str, ...],
+    where: jax.typing.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+) -> jax.Array:
+    r"""Integer-label cross-entropy over a vocabulary split across ``axis_name``.
+
+    Equals :func:`jxent.losses.softmax_cross_entropy_with_integer_labels` on
+    the gathered logits, with the same options and the same ``custom_jvp``
+    rule, so the gradient needs no communication beyond the forward's three
+    per-token collectives.
+
+    Args:
+      logits_shard: this device's logits ``[..., V/n]``.
+      labels: integer labels ``[...]`` into the full vocabulary ``[0, V)``.
+      axis_name: the mesh axis (or axes) that splits the vocabulary.
+      where: boolean class mask of this shard, broadcastable to ``logits_shard``.
+      ignore_index: label value with loss 0 and gradient 0.
+      label_smoothing: α, uniform over the unmasked classes of all shards.
+      z_loss: coefficient of the squared log-normaliser.
+
+    Returns:
+      Per-token losses ``[...]``, identical on every device of the axis.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import AxisType, PartitionSpec as P
+      >>> mesh = jax.make_mesh((1,), ("vocab",), axis_types=(AxisType.Auto,))
+      >>> loss = jax.jit(jax.shard_map(
+      ...     lambda z, y: jxent.sharding.vocab_parallel_cross_entropy(z, y, axis_name="vocab"),
+      ...     mesh=mesh, in_specs=(P(None, "vocab"), P()), out_specs=P()))
+      >>> loss(jnp.zeros((2, 4)), jnp.array([0, 3]))
+      Array([1.3862944, 1.3862944], dtype=float32)
+    """
+    logits = as_float_array(logits_shard, "logits_shard")
+    labels = jnp.asarray(labels)
+    check_arguments(logits, labels, label_smoothing=label_smoothing)
+    mask = class_mask(where, logits.shape)
+    _validation.check_no_nan(logits, "logits_shard")
+    options = Options(ignore_index, float(label_smoothing), float(z_loss), axis_name)
+    if _validation.enabled():
+        num_classes = logits.shape[-1] * jax.lax.axis_size(axis_name)
+        _validation.check_labels(labels, num_classes, ignore_index)
+    return integer_cross_entropy(logits, labels, None, mask, options)
+
+
+def vocab_parallel_linear_cross_entropy(
+    hidden: jax.typing.ArrayLike,
+    weight_shard: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    axis_name: str | tuple[str, ...],
+    bias: jax.typing.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    block_size: int = 1024,
+) -> jax.Array:
+    r"""Fused projection + cross-entropy with the weight split along the vocabulary.
+
+    :func:`jxent.losses.linear_cross_entropy` run blockwise on this device's
+    ``weight_shard[D, V/n]``; the shards combine per-token maxima, rescaled
+    sums of exponentials and label logits. ``hidden`` is replicated over
+    ``axis_name`` (it may be sharded over other axes); its gradient is the
+    ``psum`` of the shards' contributions, as in any vocab-parallel head.
+
+    Args:
+      hidden: activations ``[..., D]``.
+      weight_shard: this device's ``[D, V/n]`` slice of the projection.
+      labels: integer labels ``[...]`` into the full vocabulary.
+      axis_name: the mesh axis (or axes) that splits the vocabulary.
+      bias: this device's ``[V/n]`` slice of the bias, or None.
+      ignore_index: label value with loss 0 and gradient 0.
+      label_smoothing: α, uniform over the full vocabulary.
+      z_loss: coefficient of the squared log-normaliser.
+      softcap: c of the logit soft-cap ``c·tanh(z/c)``, or None.
+      block_size: vocabulary columns per block on each device.
+
+    Returns:
+      Per-token losses ``[...]`` in float32, identical on every device of the axis.
+    """
+    return fused_cross_entropy(
+        hidden,
+        weight_shard,
+        labels,
+        bias=bias,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        block_size=block_size,
+        axis_name=axis_name,
+    )
