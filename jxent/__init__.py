@@ -6,6 +6,10 @@ from . import sharding as sharding
 from ._binary import binary_cross_entropy as binary_cross_entropy
 from ._binary import binary_entropy as binary_entropy
 from ._binary import binary_kl_divergence as binary_kl_divergence
+from ._jensen import generalized_js_divergence as generalized_js_divergence
+from ._jensen import generalized_js_divergence_from_logits as generalized_js_divergence_from_logits
+from ._joint import conditional_entropy as conditional_entropy
+from ._joint import mutual_information as mutual_information
 from ._measures import cross_entropy as cross_entropy
 from ._measures import cross_entropy_from_logits as cross_entropy_from_logits
 from ._measures import entropy as entropy
@@ -15,6 +19,10 @@ from ._measures import kl_divergence as kl_divergence
 from ._measures import kl_divergence_from_logits as kl_divergence_from_logits
 from ._primitives import xlogx as xlogx
 from ._primitives import xlogy as xlogy
+from ._renyi import renyi_divergence as renyi_divergence
+from ._renyi import renyi_divergence_from_logits as renyi_divergence_from_logits
+from ._renyi import renyi_entropy as renyi_entropy
+from ._renyi import renyi_entropy_from_logits as renyi_entropy_from_logits
 from ._validation import checked as checked
 from ._validation import validation_mode as validation_mode
 
@@ -25,15 +33,23 @@ __all__ = [
     "binary_entropy",
     "binary_kl_divergence",
     "checked",
+    "conditional_entropy",
     "cross_entropy",
     "cross_entropy_from_logits",
     "entropy",
     "entropy_from_logits",
+    "generalized_js_divergence",
+    "generalized_js_divergence_from_logits",
     "js_divergence",
     "kl_divergence",
     "kl_divergence_from_logits",
     "losses",
     "metrics",
+    "mutual_information",
+    "renyi_divergence",
+    "renyi_divergence_from_logits",
+    "renyi_entropy",
+    "renyi_entropy_from_logits",
     "sharding",
     "validation_mode",
     "xlogx",

@@ -15,6 +15,11 @@ import jax.numpy as jnp
 from jax.experimental import checkify
 
 _ENABLED = contextvars.ContextVar("jxent_validation", default=False)
+# The mode changes what a function traces to, so it must be part of jax's
+# tracing and compilation cache key: otherwise a function jitted before (or
+# inside) the mode is reused across it, without its checks (or with checks
+# that were never functionalised by checkify).
+_IN_JIT_KEY = jax.make_user_context(False) if hasattr(jax, "make_user_context") else None
 
 
 def enabled() -> bool:
@@ -30,7 +35,11 @@ def validation_mode() -> Iterator[None]:
     """
     token = _ENABLED.set(True)
     try:
-        yield
+        if _IN_JIT_KEY is None:
+            yield
+        else:
+            with _IN_JIT_KEY(True):
+                yield
     finally:
         _ENABLED.reset(token)
 

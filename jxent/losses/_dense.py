@@ -75,6 +75,8 @@ def softmax_cross_entropy(
       ...     jnp.array([0.5, 0.5, 0.0]))
       Array(0.6931472, dtype=float32)
     """
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     logits, labels, mask = _prepare(logits, labels, axis, where)
     targets = _smoothed(labels, mask, float(label_smoothing))
     log_probs = prim.log_softmax(logits, (logits.ndim - 1,))

@@ -83,7 +83,10 @@ def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
     if smoothing:
         unmasked = jnp.ones(logits.shape, bool) if mask is None else mask
         class_weight = jnp.ones_like(logits) if weights is None else weights
-        gap = jnp.where(unmasked & (class_weight != 0), class_weight * (lse[..., None] - masked), 0)
+        # Masked classes (lse - z = +inf) are zeroed before the weights multiply
+        # them: w * inf would make reverse-mode d/dw 0 * inf = NaN (second order).
+        gap = jnp.where(unmasked, lse[..., None] - masked, 0)
+        gap = jnp.where(class_weight != 0, class_weight * gap, 0)
         count = jnp.maximum(_all_sum(jnp.sum(unmasked, axis=-1), axis_name), 1).astype(lse.dtype)
         total_weight = _all_sum(jnp.sum(jnp.where(unmasked, class_weight, 0), axis=-1), axis_name)
         loss = loss + smoothing / count * _all_sum(jnp.sum(gap, axis=-1), axis_name)

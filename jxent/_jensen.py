@@ -1,0 +1,153 @@
+"""The generalised (skew) Jensen–Shannon divergence."""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from . import _primitives as prim
+from ._checks import as_float_array, broadcast_pair, class_mask, normalize_axis
+from ._measures import _in_base, _masked_log_softmax
+from ._zero_safe import zero_safe_mul
+
+Axis = int | Sequence[int]
+
+
+def _slope(weight, p, mixture):
+    # d/dp of w·p log(p/m) - (terms through m) is w log(p/m). At p = m = 0 the
+    # term is homogeneous of degree one in (p, q): along p alone m = w p, so
+    # the slope is -w log w (0 at w = 0).
+    both_zero = (p == 0) & (mixture == 0)
+    safe_p = jnp.where(both_zero, 1.0, p)
+    safe_mixture = jnp.where(both_zero, 1.0, mixture)
+    slope = zero_safe_mul(weight, prim.log_ratio(safe_p, safe_mixture))
+    return jnp.where(both_zero, -prim._xlogx(weight), slope)
+
+
+@jax.custom_jvp
+def _skew_js_term(p, q, beta):
+    mixture = beta * p + (1 - beta) * q
+    return zero_safe_mul(beta, prim.rel_entr(p, mixture)) + zero_safe_mul(
+        1 - beta, prim.rel_entr(q, mixture)
+    )
+
+
+@_skew_js_term.defjvp
+def _skew_js_term_jvp(primals, tangents):
+    (p, q, beta), (dp, dq, d_beta) = primals, tangents
+    mixture = beta * p + (1 - beta) * q
+    # d/dβ = D(P‖M) - D(Q‖M) per class, minus (p - q) from M's own change.
+    beta_slope = prim.rel_entr(p, mixture) - prim.rel_entr(q, mixture) - (p - q)
+    tangent = (
+        zero_safe_mul(dp, _slope(beta, p, mixture))
+        + zero_safe_mul(dq, _slope(1 - beta, q, mixture))
+        + zero_safe_mul(d_beta, beta_slope)
+    )
+    return _skew_js_term(p, q, beta), tangent
+
+
+def _reduce(p, q, beta, axes, mask, base):
+    out_shape = tuple(n for i, n in enumerate(p.shape) if i not in axes)
+    beta = jnp.asarray(beta)
+    if not jnp.issubdtype(beta.dtype, jnp.floating):
+        beta = beta.astype(p.dtype)
+    try:
+        beta = jnp.broadcast_to(beta.astype(p.dtype), out_shape)
+    except ValueError:
+        raise ValueError(
+            f"beta of shape {beta.shape} does not broadcast to the result shape {out_shape}"
+        ) from None
+    beta = jnp.broadcast_to(jnp.expand_dims(beta, axes), p.shape)
+    if mask is not None:
+        p, q = jnp.where(mask, p, 0.0), jnp.where(mask, q, 0.0)
+    terms = _skew_js_term(p, q, beta)
+    if mask is not None:
+        terms = jnp.where(mask, terms, 0.0)
+    return _in_base(jnp.sum(terms, axis=axes), base)
+
+
+def generalized_js_divergence(
+    p: jax.typing.ArrayLike,
+    q: jax.typing.ArrayLike,
+    beta: jax.typing.ArrayLike,
+    *,
+    axis: Axis = -1,
+    where: jax.typing.ArrayLike | None = None,
+    base: float | None = None,
+) -> jax.Array:
+    r"""Generalised Jensen–Shannon divergence with mixing weight β.
+
+    .. math::
+      JS_\beta(P, Q) = \beta\, D(P \| M) + (1-\beta)\, D(Q \| M),
+      \qquad M = \beta P + (1-\beta) Q
+
+    The interpolating divergence of on-policy distillation (GKD); β = ½ is
+    :func:`js_divergence`, and both limits β → 0 and β → 1 are exactly 0.
+    ``beta`` may be a traced array; the gradient with respect to it is
+    :math:`D(P\|M) - D(Q\|M)`.
+
+    Args:
+      p: probabilities of P.
+      q: probabilities of Q, broadcastable with ``p``.
+      beta: weight of P in the mixture, in [0, 1]; broadcastable to the result.
+      axis: the class axis or axes.
+      where: boolean mask of the classes to include.
+      base: logarithm base; None means nats.
+
+    Returns:
+      The broadcast shape reduced over ``axis``, between 0 and the binary
+      entropy of β.
+
+    References:
+      Agarwal et al., `On-Policy Distillation of Language Models
+      <https://arxiv.org/abs/2306.13649>`_, 2024.
+
+    Examples:
+      >>> import jxent
+      >>> float(jxent.generalized_js_divergence([1.0, 0.0], [0.0, 1.0], 0.5, base=2))
+      1.0
+    """
+    p, q = broadcast_pair(as_float_array(p, "p"), as_float_array(q, "q"), ("p", "q"))
+    axes = normalize_axis(axis, p.ndim)
+    return _reduce(p, q, beta, axes, class_mask(where, p.shape), base)
+
+
+def generalized_js_divergence_from_logits(
+    p_logits: jax.typing.ArrayLike,
+    q_logits: jax.typing.ArrayLike,
+    beta: jax.typing.ArrayLike,
+    *,
+    axis: Axis = -1,
+    where: jax.typing.ArrayLike | None = None,
+    base: float | None = None,
+) -> jax.Array:
+    r"""Generalised Jensen–Shannon divergence between two softmax distributions.
+
+    See :func:`generalized_js_divergence`.
+
+    Args:
+      p_logits: logits of P.
+      q_logits: logits of Q, broadcastable with ``p_logits``.
+      beta: weight of P in the mixture, in [0, 1].
+      axis: the class axis or axes.
+      where: boolean mask of the classes to include (excluded from both softmaxes).
+      base: logarithm base; None means nats.
+
+    Returns:
+      The broadcast shape reduced over ``axis``.
+
+    Examples:
+      >>> import jax.numpy as jnp, jxent
+      >>> float(jxent.generalized_js_divergence_from_logits(jnp.zeros(3), jnp.zeros(3), 0.3))
+      0.0
+    """
+    p_logits, q_logits = broadcast_pair(
+        as_float_array(p_logits, "p_logits"),
+        as_float_array(q_logits, "q_logits"),
+        ("p_logits", "q_logits"),
+    )
+    p_logits, axes = _masked_log_softmax(p_logits, "p_logits", axis=axis, where=where)
+    q_logits, _ = _masked_log_softmax(q_logits, "q_logits", axis=axis, where=where)
+    p = jnp.exp(prim.log_softmax(p_logits, axes))
+    q = jnp.exp(prim.log_softmax(q_logits, axes))
+    return _reduce(p, q, beta, axes, None, base)
