@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _primitives as prim
+from . import _validation
 from ._checks import as_float_array, broadcast_pair, class_mask, log_of_base, normalize_axis
 from ._zero_safe import zero_safe_mul
 
@@ -29,12 +30,18 @@ def _reduce_probs(
     fill: Sequence[float],
 ) -> jax.Array:
     """Sum an elementwise ``term`` of probability arrays over the class axes."""
+    input_dtypes = [jnp.asarray(a).dtype for a in arrays]
     floats = [as_float_array(a, n) for a, n in zip(arrays, names)]
     if len(floats) == 2:
         floats = list(broadcast_pair(*floats, tuple(names)))
     shape = floats[0].shape
     axes = normalize_axis(axis, len(shape))
     mask = class_mask(where, shape)
+    for a, name, dtype in zip(floats, names, input_dtypes):
+        _validation.check_probabilities(a, name, axes=axes, mask=mask, input_dtype=dtype)
+    # A negative probability makes the whole result NaN, never a plausible number.
+    negative = [a < 0 if mask is None else mask & (a < 0) for a in floats]
+    negative = jnp.any(functools.reduce(jnp.logical_or, negative), axis=axes)
     if mask is not None:
         # Masked entries are replaced by harmless values so that garbage there
         # (NaN, negatives) reaches neither the value nor the gradient.
@@ -42,7 +49,8 @@ def _reduce_probs(
     terms = term(*floats)
     if mask is not None:
         terms = jnp.where(mask, terms, jnp.zeros_like(terms))
-    return _in_base(jnp.sum(terms, axis=axes), base)
+    total = jnp.where(negative, jnp.nan, jnp.sum(terms, axis=axes))
+    return _in_base(total, base)
 
 
 def _masked_log_softmax(
@@ -53,6 +61,7 @@ def _masked_log_softmax(
     where: jax.typing.ArrayLike | None,
 ) -> tuple[jax.Array, tuple[int, ...]]:
     logits = as_float_array(logits, name)
+    _validation.check_no_nan(logits, name)
     axes = normalize_axis(axis, logits.ndim)
     mask = class_mask(where, logits.shape)
     if mask is not None:
