@@ -372,3 +372,26 @@ def test_kl_divergence_is_jxent_measure_in_optax_order():
         _jit(jxent.kl_divergence)(targets, np.exp(log_predictions)),
         rtol=1e-4,
     )
+
+
+_ROW_MASKABLE = {
+    "poly_loss_cross_entropy": lambda a, b, w: losses.poly_loss_cross_entropy(a, b, where=w),
+    "kl_divergence": lambda a, b, w: losses.kl_divergence(jnp.log(b + 0.1), b, where=w),
+    "kl_divergence_with_log_targets": lambda a, b, w: losses.kl_divergence_with_log_targets(
+        a, jnp.log(b + 0.1), where=w
+    ),
+    "convex_kl_divergence": lambda a, b, w: losses.convex_kl_divergence(a, b, where=w),
+    "distillation_loss": lambda a, b, w: losses.distillation_loss(a, b, where=w),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ROW_MASKABLE))
+def test_where_of_one_rank_less_is_a_row_mask(name):
+    # optax expands such a mask at the class axis; jxent does so for every loss.
+    logits, labels = _logits(72, (6, 5)), _probs(73, (6, 5))
+    rows = np.array([True, False, True, True, False, True])
+    fn = _ROW_MASKABLE[name]
+    by_row, by_class = _jit(fn)(logits, labels, rows), _jit(fn)(logits, labels, rows[:, None])
+    _close(by_row, by_class)
+    np.testing.assert_array_equal(np.asarray(by_row)[~rows], 0.0)
+    _close(by_row[rows], _jit(fn)(logits, labels, None)[rows])

@@ -321,8 +321,11 @@ def test_jit_and_vmap_match_direct_call(name):
         def total(z, y, w):
             return fn(z, y, w).sum()
 
-        return fn(z, y, w), jax.vmap(fn)(z, y, w), jax.vmap(jax.grad(total))(z, y, w), (
-            jax.grad(total)(z, y, w)
+        return (
+            fn(z, y, w),
+            jax.vmap(fn)(z, y, w),
+            jax.vmap(jax.grad(total))(z, y, w),
+            (jax.grad(total)(z, y, w)),
         )
 
     jitted, batched, batched_grad, grad = jax.jit(transformed)(logits, labels, where)

@@ -119,7 +119,7 @@ def test_integer_label_smoothing_equals_optax_smooth_labels(alpha):
         # softmax_cross_entropy with the same smoothing of the one-hot labels.
         dense = losses.softmax_cross_entropy(z, jax.nn.one_hot(y, K), label_smoothing=alpha)
         grads = [
-            jax.grad(lambda z: f(z).sum())(z)
+            jax.grad(lambda z, f=f: f(z).sum())(z)
             for f in (
                 lambda z: INT_CE(z, y, label_smoothing=alpha),
                 lambda z: optax.losses.softmax_cross_entropy(z, smoothed),
@@ -316,11 +316,12 @@ _CHECKED = {
 def quick_compiles():
     """check_grads compiles a dozen transformed programs per call, each run once on
     a few numbers: XLA's optimisation passes cost more than they save there."""
+    before = jax.config.values.get("jax_disable_most_optimizations", False)
     jax.config.update("jax_disable_most_optimizations", True)
     try:
         yield
     finally:
-        jax.config.update("jax_disable_most_optimizations", False)
+        jax.config.update("jax_disable_most_optimizations", before)
 
 
 @pytest.mark.parametrize("group", sorted(_CHECKED))
