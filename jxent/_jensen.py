@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from . import _primitives as prim
 from ._checks import as_float_array, broadcast_pair, class_mask, normalize_axis
-from ._measures import _in_base, _masked_log_softmax
+from ._measures import _in_base, paired_log_softmax
 from ._zero_safe import zero_safe_mul
 
 Axis = int | Sequence[int]
@@ -141,13 +141,6 @@ def generalized_js_divergence_from_logits(
       >>> float(jxent.generalized_js_divergence_from_logits(jnp.zeros(3), jnp.zeros(3), 0.3))
       0.0
     """
-    p_logits, q_logits = broadcast_pair(
-        as_float_array(p_logits, "p_logits"),
-        as_float_array(q_logits, "q_logits"),
-        ("p_logits", "q_logits"),
-    )
-    p_logits, axes = _masked_log_softmax(p_logits, "p_logits", axis=axis, where=where)
-    q_logits, _ = _masked_log_softmax(q_logits, "q_logits", axis=axis, where=where)
-    p = jnp.exp(prim.log_softmax(p_logits, axes))
-    q = jnp.exp(prim.log_softmax(q_logits, axes))
+    log_p, log_q, axes = paired_log_softmax(p_logits, q_logits, axis=axis, where=where)
+    p, q = jnp.exp(log_p), jnp.exp(log_q)
     return _reduce(p, q, beta, axes, None, base)

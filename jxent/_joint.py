@@ -80,10 +80,17 @@ def mutual_information(
       1.0
     """
     joint, (x_axis, y_axis) = _joint_table(joint, axes)
-    product = jnp.sum(joint, axis=y_axis, keepdims=True) * jnp.sum(
-        joint, axis=x_axis, keepdims=True
-    )
-    return _in_base(jnp.sum(_bregman_term(joint, product), axis=(x_axis, y_axis)), base)
+    p_x = jnp.sum(joint, axis=y_axis, keepdims=True)
+    p_y = jnp.sum(joint, axis=x_axis, keepdims=True)
+    product = p_x * p_y
+    # p_xy^2 <= p_x p_y only: the product can underflow (or be flushed to 0 as
+    # a subnormal) where p_xy > 0. There, p log(p / (p_x p_y)) takes the logs apart.
+    tiny = (joint > 0) & (product < jnp.finfo(product.dtype).tiny)
+    terms = _bregman_term(joint, jnp.where(tiny, 1.0, product))
+    p, p_x, p_y = (jnp.where(tiny, a, 1.0) for a in (joint, p_x, p_y))
+    split = p * (prim.log_ratio(p, p_x) - jnp.log(p_y)) - p
+    terms = jnp.where(tiny, split, terms)
+    return _in_base(jnp.sum(terms, axis=(x_axis, y_axis)), base)
 
 
 def conditional_entropy(

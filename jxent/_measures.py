@@ -69,6 +69,24 @@ def _masked_log_softmax(
     return logits, axes
 
 
+def paired_log_softmax(
+    p_logits: jax.typing.ArrayLike,
+    q_logits: jax.typing.ArrayLike,
+    *,
+    axis: Axis,
+    where: jax.typing.ArrayLike | None,
+) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
+    """Log-softmaxes of two broadcast logit arrays, masked alike, and the class axes."""
+    p_logits, q_logits = broadcast_pair(
+        as_float_array(p_logits, "p_logits"),
+        as_float_array(q_logits, "q_logits"),
+        ("p_logits", "q_logits"),
+    )
+    p_logits, axes = _masked_log_softmax(p_logits, "p_logits", axis=axis, where=where)
+    q_logits, _ = _masked_log_softmax(q_logits, "q_logits", axis=axis, where=where)
+    return prim.log_softmax(p_logits, axes), prim.log_softmax(q_logits, axes), axes
+
+
 def entropy(
     probs: jax.typing.ArrayLike,
     *,
@@ -337,15 +355,7 @@ def kl_divergence_from_logits(
       >>> jxent.kl_divergence_from_logits(jnp.array([0.0, -jnp.inf]), jnp.array([0.0, 0.0]), base=2)
       Array(1., dtype=float32)
     """
-    p_logits, q_logits = broadcast_pair(
-        as_float_array(p_logits, "p_logits"),
-        as_float_array(q_logits, "q_logits"),
-        ("p_logits", "q_logits"),
-    )
-    p_logits, axes = _masked_log_softmax(p_logits, "p_logits", axis=axis, where=where)
-    q_logits, _ = _masked_log_softmax(q_logits, "q_logits", axis=axis, where=where)
-    log_p = prim.log_softmax(p_logits, axes)
-    log_q = prim.log_softmax(q_logits, axes)
+    log_p, log_q, axes = paired_log_softmax(p_logits, q_logits, axis=axis, where=where)
     probs = jnp.exp(log_p)
     # Where p_j = 0 the log difference may be -inf - -inf; it is multiplied by
     # zero, so replace it before it can become a NaN in either mode.

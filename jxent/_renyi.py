@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import as_float_array, broadcast_pair, class_mask, normalize_axis
-from ._measures import _in_base, _masked_log_softmax
+from ._measures import _in_base, _masked_log_softmax, paired_log_softmax
 from ._primitives import log_softmax
 from ._zero_safe import zero_safe_mul
 
@@ -297,19 +297,12 @@ def renyi_divergence_from_logits(
       >>> round(float(d), 6)  # log 2: Q puts half its mass on P's support
       0.693147
     """
-    p_logits, q_logits = broadcast_pair(
-        as_float_array(p_logits, "p_logits"),
-        as_float_array(q_logits, "q_logits"),
-        ("p_logits", "q_logits"),
-    )
-    p_logits, axes = _masked_log_softmax(p_logits, "p_logits", axis=axis, where=where)
-    q_logits, _ = _masked_log_softmax(q_logits, "q_logits", axis=axis, where=where)
-    log_p, log_q = log_softmax(p_logits, axes), log_softmax(q_logits, axes)
+    log_p, log_q, axes = paired_log_softmax(p_logits, q_logits, axis=axis, where=where)
     support = log_p > -jnp.inf
     q_support = log_q > -jnp.inf
     log_ratio = jnp.where(q_support, log_p - jnp.where(q_support, log_q, 0.0), jnp.inf)
     log_ratio = jnp.where(support, log_ratio, 0.0)
-    out_shape = tuple(n for i, n in enumerate(p_logits.shape) if i not in axes)
-    alpha = _alpha_array(alpha, out_shape, p_logits.dtype)
+    out_shape = tuple(n for i, n in enumerate(log_p.shape) if i not in axes)
+    alpha = _alpha_array(alpha, out_shape, log_p.dtype)
     log_p = jnp.where(support, log_p, 0.0)
     return _in_base(_cumulant_ratio(log_p, log_ratio, alpha, support, axes), base)

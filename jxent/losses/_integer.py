@@ -45,6 +45,8 @@ def _num_classes(num_local: int, axis_name) -> int:
 class _Forward(NamedTuple):
     loss: jax.Array
     masked: jax.Array  # logits with masked classes at -inf
+    shifted_exp: jax.Array  # exp(z - row max), reused by the derivative
+    total: jax.Array  # Σ exp(z - row max) over the row (1 for an empty row)
     lse: jax.Array
     local_labels: jax.Array  # label minus this shard's first class
     label_weight: jax.Array
@@ -60,9 +62,12 @@ def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
     masked = logits if mask is None else jnp.where(mask, logits, -jnp.inf)
     peak = _all_max(jnp.max(masked, axis=-1), axis_name)
     peak = jnp.where(peak == -jnp.inf, 0, peak)
-    total = _all_sum(jnp.sum(jnp.exp(masked - peak[..., None]), axis=-1), axis_name)
+    # The one exp pass: the derivative's softmax reuses it.
+    shifted_exp = jnp.exp(masked - peak[..., None])
+    total = _all_sum(jnp.sum(shifted_exp, axis=-1), axis_name)
     empty = total == 0
-    lse = peak + jnp.log(jnp.where(empty, 1, total))
+    total = jnp.where(empty, 1, total)
+    lse = peak + jnp.log(total)
 
     valid = (labels >= 0) & (labels < _num_classes(num_local, axis_name))
     local_labels = labels - _first_class(num_local, axis_name)
@@ -98,7 +103,17 @@ def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
     invalid = ~valid & ~ignored
     loss = jnp.where(invalid, jnp.nan, jnp.where(zero, 0, loss))
     return _Forward(
-        loss, masked, lse, local_labels, label_weight, zero, invalid, count, total_weight
+        loss,
+        masked,
+        shifted_exp,
+        total,
+        lse,
+        local_labels,
+        label_weight,
+        zero,
+        invalid,
+        count,
+        total_weight,
     )
 
 
@@ -114,7 +129,7 @@ def _integer_cross_entropy_jvp(options: Options, primals, tangents):
     fwd = _forward(*primals, options)
     smoothing = options.label_smoothing
     is_label = jnp.arange(logits.shape[-1]) == fwd.local_labels[..., None]
-    probs = jnp.exp(fwd.masked - fwd.lse[..., None])
+    probs = fwd.shifted_exp / fwd.total[..., None]
     # d loss / d z_j = c p_j - (1-α) w_k [j = k] - (α/K) w_j [j unmasked]:
     # a select against the label, never a one-hot array or a scatter.
     coefficient = (1 - smoothing) * fwd.label_weight + 2 * options.z_loss * fwd.lse
