@@ -188,8 +188,11 @@ def _log_softmax_jvp(axes, primals, tangents):
 def xlogx(x: jax.typing.ArrayLike) -> jax.Array:
     r"""Elementwise :math:`x \log x`, with :math:`0 \log 0 = 0`.
 
-    The derivative is :math:`\log x + 1` (``-inf`` at 0, its true value), and a
-    zero tangent there gives 0, never NaN, in forward and reverse mode.
+    .. math::
+      \frac{d}{dx}\, x \log x = \log x + 1
+
+    The derivative is ``-inf`` at 0 (its true value), and a zero tangent there
+    gives 0, never NaN, in forward and reverse mode.
 
     Args:
       x: array of non-negative values. bf16/f16 are computed in float32.

@@ -31,7 +31,19 @@ def validation_mode() -> Iterator[None]:
     """Emit jxent's run-time checks in functions traced inside this block.
 
     Use it when you wrap with ``jax.experimental.checkify`` yourself; otherwise
-    :func:`checked` does both steps.
+    :func:`checked` does both steps. Outside the block no check is traced.
+
+    Returns:
+      A context manager.
+
+    Examples:
+      >>> import jax.numpy as jnp, jxent
+      >>> from jax.experimental import checkify
+      >>> loss = checkify.checkify(jxent.entropy, errors=checkify.user_checks)
+      >>> with jxent.validation_mode():
+      ...     error, _ = loss(jnp.array([0.5, 0.6]))
+      >>> print(error.get().splitlines()[0].split(" (off by")[0])
+      jxent: probs does not sum to 1 over the class axes
     """
     token = _ENABLED.set(True)
     try:
@@ -51,6 +63,12 @@ def checked(fn: Callable[..., Any]) -> Callable[..., tuple[checkify.Error, Any]]
     under ``jax.jit``; call ``error.throw()`` to raise. Checked problems: labels
     out of range (other than ``ignore_index``), negative probabilities,
     probabilities that do not sum to 1, NaN inputs. ``fn`` itself is unchanged.
+
+    Args:
+      fn: any function that calls jxent's measures or losses.
+
+    Returns:
+      A function of the same arguments returning ``(error, fn(...))``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent

@@ -70,7 +70,22 @@ class LogLoss:
     def update_from_losses(
         self, losses: jax.typing.ArrayLike, *, where: jax.typing.ArrayLike | None = None
     ) -> "LogLoss":
-        """Add per-token losses (nats); ``where`` selects the tokens that count."""
+        """Add per-token losses.
+
+        Args:
+          losses: per-token negative log-likelihoods in nats, any shape.
+          where: boolean mask of the tokens that count, broadcastable to ``losses``.
+
+        Returns:
+          The updated accumulator.
+
+        Examples:
+          >>> import jax.numpy as jnp, jxent
+          >>> m = jxent.metrics.LogLoss.empty().update_from_losses(jnp.array([1.0, 3.0, 9.0]),
+          ...     where=jnp.array([True, True, False]))
+          >>> float(m.count), float(m.mean())
+          (2.0, 2.0)
+        """
         losses = jnp.asarray(losses, self.nll.dtype)
         if where is None:
             # A static count, split exactly into a (value, error) pair.
@@ -97,6 +112,22 @@ class LogLoss:
 
         Tokens whose label is ``ignore_index``, or where the per-token ``where``
         is False, do not count. A label out of range makes the sum NaN.
+
+        Args:
+          logits: unnormalised log-probabilities ``[..., K]``.
+          labels: integer labels ``[...]``.
+          where: boolean mask of the tokens that count, shaped like ``labels``.
+          ignore_index: label value of tokens that do not count.
+
+        Returns:
+          The updated accumulator.
+
+        Examples:
+          >>> import jax.numpy as jnp, jxent
+          >>> m = jxent.metrics.LogLoss.empty().update(jnp.zeros((3, 4)), jnp.array([0, 1, -1]),
+          ...     ignore_index=-1)
+          >>> float(m.count), round(float(m.perplexity()), 4)
+          (2.0, 4.0)
         """
         labels = jnp.asarray(labels)
         losses = softmax_cross_entropy_with_integer_labels(
@@ -108,13 +139,26 @@ class LogLoss:
         return self.update_from_losses(losses, where=keep)
 
     def merge(self, other: "LogLoss") -> "LogLoss":
-        """The accumulator of both streams."""
+        """The accumulator of both streams (associative and exact to rounding).
+
+        Args:
+          other: another accumulator.
+
+        Returns:
+          An accumulator of both.
+        """
         nll = _add_pairs((self.nll, self.nll_error), (other.nll, other.nll_error))
         tokens = _add_pairs((self.tokens, self.tokens_error), (other.tokens, other.tokens_error))
         return LogLoss(*nll, *tokens)
 
     def psum(self, axis_name: str | tuple[str, ...]) -> "LogLoss":
         """Merge the accumulators of every device along ``axis_name`` (inside shard_map).
+
+        Args:
+          axis_name: the mesh axis (or axes) to merge over.
+
+        Returns:
+          The same accumulator on every device of the axis.
 
         Each device places its four scalars in its own row of an ``[n, 4]``
         array of zeros; a ``psum`` of that is exact (adding zeros rounds
@@ -150,5 +194,15 @@ class LogLoss:
         return self.mean() / math.log(2)
 
     def bits_per_byte(self, num_bytes: jax.typing.ArrayLike) -> jax.Array:
-        """Total bits divided by the byte count of the evaluated text."""
+        r"""Total bits divided by the byte count of the evaluated text.
+
+        .. math::
+          \mathrm{bpb} = \frac{\sum_t \ell_t}{\ln 2 \cdot \mathrm{num\_bytes}}
+
+        Args:
+          num_bytes: bytes of the text the tokens encode.
+
+        Returns:
+          Bits per byte.
+        """
         return self.total() / math.log(2) / jnp.asarray(num_bytes, self.nll.dtype)

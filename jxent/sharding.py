@@ -106,6 +106,17 @@ def vocab_parallel_linear_cross_entropy(
 
     Returns:
       Per-token losses ``[...]`` in float32, identical on every device of the axis.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import AxisType, PartitionSpec as P
+      >>> mesh = jax.make_mesh((1,), ("vocab",), axis_types=(AxisType.Auto,))
+      >>> loss = jax.jit(jax.shard_map(
+      ...     lambda h, w, y: jxent.sharding.vocab_parallel_linear_cross_entropy(
+      ...         h, w, y, axis_name="vocab"),
+      ...     mesh=mesh, in_specs=(P(), P(None, "vocab"), P()), out_specs=P()))
+      >>> loss(jnp.ones((2, 3)), jnp.zeros((3, 4)), jnp.array([0, 3]))
+      Array([1.3862944, 1.3862944], dtype=float32)
     """
     return fused_cross_entropy(
         hidden,
