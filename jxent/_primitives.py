@@ -106,11 +106,17 @@ def _xlog1py_jvp(primals, tangents):
 def log_ratio(p: jax.Array, q: jax.Array) -> jax.Array:
     """``log(p / q)``, accurate when ``p ≈ q`` and when ``p / q`` would overflow."""
     ratio = p / q
-    # The quotient is exact to one rounding unless it leaves the normal range;
-    # only then fall back to the difference of logs (which cancels when p ≈ q).
+    # Within a factor 2, p - q is exact (Sterbenz), so log1p((p - q) / q) keeps
+    # every digit of a log near 0 that log(p / q) would round away.
+    close = (q > 0) & (p >= 0.5 * q) & (p <= 2 * q)
+    safe_q = jnp.where(close, q, 1)
+    near_one = jnp.log1p((jnp.where(close, p, 1) - safe_q) / safe_q)
+    # Otherwise the quotient is exact to one rounding unless it leaves the
+    # normal range; only then fall back to the difference of logs.
     in_range = jnp.isfinite(ratio) & (ratio >= jnp.finfo(ratio.dtype).tiny)
     safe_ratio = jnp.where(in_range, ratio, 1)
-    return jnp.where(in_range, jnp.log(safe_ratio), jnp.log(p) - jnp.log(q))
+    far = jnp.where(in_range, jnp.log(safe_ratio), jnp.log(p) - jnp.log(q))
+    return jnp.where(close, near_one, far)
 
 
 @log_ratio.defjvp

@@ -90,10 +90,14 @@ def _cumulant_ratio(log_weights, values, alpha, keep, axes):
     direct = _log_sum_exp(exponent, keep, axes) / eps_far
     # When K is near 0 its log-sum-exp, the log of a sum near 1, loses the
     # digits of the result: K = log1p(Σ w expm1(εx) / Σ w) keeps them.
-    lifted = jnp.where(finite_x, eps_far_cols * safe_x, jnp.where(eps_far_cols > 0, jnp.inf, -jnp.inf))
+    lifted = jnp.where(
+        finite_x, eps_far_cols * safe_x, jnp.where(eps_far_cols > 0, jnp.inf, -jnp.inf)
+    )
     bounded = lifted < 50
     safe_lifted = jnp.where(bounded, lifted, 0.0)
-    excess = jnp.sum(zero_safe_mul(weights, jnp.where(keep, jnp.expm1(safe_lifted), 0.0)), axis=axes)
+    excess = jnp.sum(
+        zero_safe_mul(weights, jnp.where(keep, jnp.expm1(safe_lifted), 0.0)), axis=axes
+    )
     total = jnp.sum(weights, axis=axes)
     ratio = excess / jnp.where(total > 0, total, 1.0)
     use_log1p = jnp.all(bounded | ~keep, axis=axes) & (jnp.abs(ratio) < 0.5)

@@ -5,8 +5,6 @@ Properties (hypothesis) are in test_measures_props.py, derivatives in
 test_measures_grads.py.
 """
 
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -353,9 +351,12 @@ def test_transforms_match_direct_call(name, rng):
     # The eager gradient of the sum is the per-row gradient: rows are independent.
     direct_grad = grad(*args)
     assert not any(np.isnan(np.asarray(g)).any() for g in direct_grad)
-    close = functools.partial(chex.assert_trees_all_close, rtol=1e-6, atol=1e-7)
-    close((got["jit"], got["vmap"], got["scan"]), (direct,) * 3)
-    close(got["vmap_grad"], direct_grad)
+    chex.assert_trees_all_close(
+        (got["jit"], got["vmap"], got["scan"]), (direct,) * 3, rtol=1e-6, atol=1e-7
+    )
+    # Gradients such as p (log p - log q - KL) cancel: a few ulps of their
+    # terms, fused differently under jit, are a larger part of the result.
+    chex.assert_trees_all_close(got["vmap_grad"], direct_grad, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- dtypes
