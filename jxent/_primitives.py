@@ -174,11 +174,15 @@ def log_softmax(logits: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     every tangent is multiplied by a zero probability downstream.
     """
     peak = jnp.max(logits, axis=axes, keepdims=True)
-    peak = jax.lax.stop_gradient(jnp.where(peak == -jnp.inf, 0, peak))
-    shifted = logits - peak
-    total = jnp.sum(jnp.exp(shifted), axis=axes, keepdims=True)
-    safe_total = jnp.where(total == 0, 1, total)
-    return jnp.where(total == 0, -jnp.inf, shifted - jnp.log(safe_total))
+    empty = peak == -jnp.inf
+    shifted = logits - jnp.where(empty, 0, peak)
+    # log Σ exp(shifted) = log1p(mass outside one peak entry): near one-hot
+    # rows keep the digits that log(1 + tiny) would round away.
+    at_peak = shifted == 0
+    peaks = jnp.sum(at_peak, axis=axes, keepdims=True).astype(logits.dtype)
+    rest = jnp.sum(jnp.where(at_peak, 0, jnp.exp(shifted)), axis=axes, keepdims=True) + (peaks - 1)
+    safe_rest = jnp.where(empty, 0, rest)
+    return jnp.where(empty, -jnp.inf, shifted - jnp.log1p(safe_rest))
 
 
 @log_softmax.defjvp
