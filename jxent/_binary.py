@@ -4,13 +4,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _primitives as prim
-from ._checks import as_float_array, broadcast_pair, log_of_base
+from ._checks import as_float_array, broadcast_pair, in_base
 from ._zero_safe import zero_safe_mul
-
-
-def _in_base(value: jax.Array, base: float | None) -> jax.Array:
-    log_base = log_of_base(base)
-    return value if log_base is None else value / jnp.asarray(log_base, value.dtype)
 
 
 def _pair(p, q) -> tuple[jax.Array, jax.Array]:
@@ -39,7 +34,7 @@ def binary_entropy(p: jax.typing.ArrayLike, *, base: float | None = None) -> jax
       Array(1., dtype=float32)
     """
     p = as_float_array(p, "p")
-    return _in_base(-(prim._xlogx(p) + prim.xlog1py(1 - p, -p)), base)
+    return in_base(-(prim._xlogx(p) + prim.xlog1py(1 - p, -p)), base)
 
 
 def binary_cross_entropy(
@@ -65,7 +60,7 @@ def binary_cross_entropy(
       Array(1., dtype=float32)
     """
     p, q = _pair(p, q)
-    return _in_base(-(prim._xlogy(p, q) + prim.xlog1py(1 - p, -q)), base)
+    return in_base(-(prim._xlogy(p, q) + prim.xlog1py(1 - p, -q)), base)
 
 
 @jax.custom_jvp
@@ -112,4 +107,4 @@ def binary_kl_divergence(
       Array(1., dtype=float32)
     """
     p, q = _pair(p, q)
-    return _in_base(_binary_kl(p, q), base)
+    return in_base(_binary_kl(p, q), base)

@@ -93,3 +93,9 @@ def log_of_base(base: float | None) -> float | None:
     if not (value > 0 and value != 1 and np.isfinite(value)):
         raise ValueError(f"base must be positive, finite and not 1, got {base!r}")
     return float(np.log(value))
+
+
+def in_base(value: jax.Array, base: float | None) -> jax.Array:
+    """``value`` in nats expressed in ``base`` (None keeps nats)."""
+    log_base = log_of_base(base)
+    return value if log_base is None else value / jnp.asarray(log_base, value.dtype)

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _primitives as prim
-from ._checks import as_float_array, broadcast_pair, class_mask, normalize_axis
-from ._measures import _in_base, paired_log_softmax
+from ._checks import as_float_array, broadcast_pair, class_mask, in_base, normalize_axis
+from ._measures import paired_log_softmax
 from ._zero_safe import zero_safe_mul
 
 Axis = int | Sequence[int]
@@ -63,7 +63,7 @@ def _reduce(p, q, beta, axes, mask, base):
     terms = _skew_js_term(p, q, beta)
     if mask is not None:
         terms = jnp.where(mask, terms, 0.0)
-    return _in_base(jnp.sum(terms, axis=axes), base)
+    return in_base(jnp.sum(terms, axis=axes), base)
 
 
 def generalized_js_divergence(

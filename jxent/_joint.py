@@ -6,8 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _primitives as prim
-from ._checks import as_float_array, normalize_axis
-from ._measures import _in_base
+from ._checks import as_float_array, in_base, normalize_axis
 from ._zero_safe import zero_safe_mul
 
 
@@ -90,7 +89,7 @@ def mutual_information(
     p, p_x, p_y = (jnp.where(tiny, a, 1.0) for a in (joint, p_x, p_y))
     split = p * (prim.log_ratio(p, p_x) - jnp.log(p_y)) - p
     terms = jnp.where(tiny, split, terms)
-    return _in_base(jnp.sum(terms, axis=(x_axis, y_axis)), base)
+    return in_base(jnp.sum(terms, axis=(x_axis, y_axis)), base)
 
 
 def conditional_entropy(
@@ -130,4 +129,4 @@ def conditional_entropy(
     other_axis = pair[0] if pair[1] == given_axis else pair[1]
     marginal = jnp.sum(joint, axis=other_axis, keepdims=True)
     terms = -prim.rel_entr(joint, jnp.broadcast_to(marginal, joint.shape))
-    return _in_base(jnp.sum(terms, axis=pair), base)
+    return in_base(jnp.sum(terms, axis=pair), base)

@@ -8,15 +8,10 @@ import jax.numpy as jnp
 
 from . import _primitives as prim
 from . import _validation
-from ._checks import as_float_array, broadcast_pair, class_mask, log_of_base, normalize_axis
+from ._checks import as_float_array, broadcast_pair, class_mask, in_base, normalize_axis
 from ._zero_safe import zero_safe_mul
 
 Axis = int | Sequence[int]
-
-
-def _in_base(value: jax.Array, base: float | None) -> jax.Array:
-    log_base = log_of_base(base)
-    return value if log_base is None else value / jnp.asarray(log_base, value.dtype)
 
 
 def _reduce_probs(
@@ -50,7 +45,7 @@ def _reduce_probs(
     if mask is not None:
         terms = jnp.where(mask, terms, jnp.zeros_like(terms))
     total = jnp.where(negative, jnp.nan, jnp.sum(terms, axis=axes))
-    return _in_base(total, base)
+    return in_base(total, base)
 
 
 def _masked_log_softmax(
@@ -282,7 +277,7 @@ def entropy_from_logits(
       Array(1., dtype=float32)
     """
     logits, axes = _masked_log_softmax(logits, "logits", axis=axis, where=where)
-    return _in_base(_entropy_of_logits(logits, axes), base)
+    return in_base(_entropy_of_logits(logits, axes), base)
 
 
 def cross_entropy_from_logits(
@@ -322,7 +317,7 @@ def cross_entropy_from_logits(
     if where is not None:
         p = jnp.where(class_mask(where, p.shape), p, jnp.zeros_like(p))
     log_q = prim.log_softmax(q_logits, axes)
-    return _in_base(-jnp.sum(zero_safe_mul(p, log_q), axis=axes), base)
+    return in_base(-jnp.sum(zero_safe_mul(p, log_q), axis=axes), base)
 
 
 def kl_divergence_from_logits(
@@ -360,4 +355,4 @@ def kl_divergence_from_logits(
     # Where p_j = 0 the log difference may be -inf - -inf; it is multiplied by
     # zero, so replace it before it can become a NaN in either mode.
     log_diff = jnp.where(probs > 0, log_p - log_q, jnp.zeros_like(log_p))
-    return _in_base(jnp.sum(zero_safe_mul(probs, log_diff), axis=axes), base)
+    return in_base(jnp.sum(zero_safe_mul(probs, log_diff), axis=axes), base)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from ._checks import as_float_array, broadcast_pair, class_mask, normalize_axis
-from ._measures import _in_base, _masked_log_softmax, paired_log_softmax
+from ._checks import as_float_array, broadcast_pair, class_mask, in_base, normalize_axis
+from ._measures import _masked_log_softmax, paired_log_softmax
 from ._primitives import log_softmax
 from ._zero_safe import zero_safe_mul
 
@@ -183,7 +183,7 @@ def renyi_entropy(
     out_shape = tuple(n for i, n in enumerate(probs.shape) if i not in axes)
     alpha = _alpha_array(alpha, out_shape, probs.dtype)
     value = -_cumulant_ratio(log_p, log_p, alpha, support, axes)
-    return _in_base(_nan_for_negative(value, probs, axes), base)
+    return in_base(_nan_for_negative(value, probs, axes), base)
 
 
 def renyi_divergence(
@@ -231,7 +231,7 @@ def renyi_divergence(
     alpha = _alpha_array(alpha, out_shape, p.dtype)
     value = _cumulant_ratio(log_p, log_ratio, alpha, support, axes)
     value = _nan_for_negative(_nan_for_negative(value, p, axes), q, axes)
-    return _in_base(value, base)
+    return in_base(value, base)
 
 
 def renyi_entropy_from_logits(
@@ -268,7 +268,7 @@ def renyi_entropy_from_logits(
     out_shape = tuple(n for i, n in enumerate(logits.shape) if i not in axes)
     alpha = _alpha_array(alpha, out_shape, logits.dtype)
     log_p = jnp.where(support, log_p, 0.0)
-    return _in_base(-_cumulant_ratio(log_p, log_p, alpha, support, axes), base)
+    return in_base(-_cumulant_ratio(log_p, log_p, alpha, support, axes), base)
 
 
 def renyi_divergence_from_logits(
@@ -309,4 +309,4 @@ def renyi_divergence_from_logits(
     out_shape = tuple(n for i, n in enumerate(log_p.shape) if i not in axes)
     alpha = _alpha_array(alpha, out_shape, log_p.dtype)
     log_p = jnp.where(support, log_p, 0.0)
-    return _in_base(_cumulant_ratio(log_p, log_ratio, alpha, support, axes), base)
+    return in_base(_cumulant_ratio(log_p, log_ratio, alpha, support, axes), base)
