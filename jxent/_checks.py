@@ -99,3 +99,20 @@ def in_base(value: jax.Array, base: float | None) -> jax.Array:
     """``value`` in nats expressed in ``base`` (None keeps nats)."""
     log_base = log_of_base(base)
     return value if log_base is None else value / jnp.asarray(log_base, value.dtype)
+
+
+def per_distribution(
+    value: jax.typing.ArrayLike, name: str, shape: tuple[int, ...], axes: tuple[int, ...], dtype
+) -> jax.Array:
+    """A parameter of each distribution (an order α, a weight β), broadcast to
+    the result shape: ``shape`` without the class ``axes``."""
+    value = jnp.asarray(value)
+    if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
+        raise TypeError(f"{name} must be a real number or array, got dtype {value.dtype}")
+    result_shape = tuple(n for i, n in enumerate(shape) if i not in axes)
+    try:
+        return jnp.broadcast_to(value.astype(dtype), result_shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {value.shape} does not broadcast to the result shape {result_shape}"
+        ) from None

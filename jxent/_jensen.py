@@ -6,7 +6,14 @@ import jax
 import jax.numpy as jnp
 
 from . import _primitives as prim
-from ._checks import as_float_array, broadcast_pair, class_mask, in_base, normalize_axis
+from ._checks import (
+    as_float_array,
+    broadcast_pair,
+    class_mask,
+    in_base,
+    normalize_axis,
+    per_distribution,
+)
 from ._measures import paired_log_softmax
 from ._zero_safe import zero_safe_mul
 
@@ -47,16 +54,7 @@ def _skew_js_term_jvp(primals, tangents):
 
 
 def _reduce(p, q, beta, axes, mask, base):
-    out_shape = tuple(n for i, n in enumerate(p.shape) if i not in axes)
-    beta = jnp.asarray(beta)
-    if not jnp.issubdtype(beta.dtype, jnp.floating):
-        beta = beta.astype(p.dtype)
-    try:
-        beta = jnp.broadcast_to(beta.astype(p.dtype), out_shape)
-    except ValueError:
-        raise ValueError(
-            f"beta of shape {beta.shape} does not broadcast to the result shape {out_shape}"
-        ) from None
+    beta = per_distribution(beta, "beta", p.shape, axes, p.dtype)
     beta = jnp.broadcast_to(jnp.expand_dims(beta, axes), p.shape)
     if mask is not None:
         p, q = jnp.where(mask, p, 0.0), jnp.where(mask, q, 0.0)

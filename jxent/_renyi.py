@@ -15,7 +15,14 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from ._checks import as_float_array, broadcast_pair, class_mask, in_base, normalize_axis
+from ._checks import (
+    as_float_array,
+    broadcast_pair,
+    class_mask,
+    in_base,
+    normalize_axis,
+    per_distribution,
+)
 from ._measures import _masked_log_softmax, paired_log_softmax
 from ._primitives import log_softmax
 from ._zero_safe import zero_safe_mul
@@ -110,20 +117,6 @@ def _cumulant_ratio(log_weights, values, alpha, keep, axes):
     return jnp.where(jnp.any(keep, axis=axes), value, 0.0)
 
 
-def _alpha_array(alpha: jax.typing.ArrayLike, shape, dtype) -> jax.Array:
-    alpha = jnp.asarray(alpha)
-    if not jnp.issubdtype(alpha.dtype, jnp.floating) and not jnp.issubdtype(
-        alpha.dtype, jnp.integer
-    ):
-        raise TypeError(f"alpha must be a real number or array, got dtype {alpha.dtype}")
-    try:
-        return jnp.broadcast_to(alpha.astype(dtype), shape)
-    except ValueError:
-        raise ValueError(
-            f"alpha of shape {alpha.shape} does not broadcast to the result shape {shape}"
-        ) from None
-
-
 def _log_probs(probs: jax.Array, axes, mask) -> tuple[jax.Array, jax.Array]:
     """Normalised log-probabilities (0 off the support) and the support."""
     if mask is not None:
@@ -180,8 +173,7 @@ def renyi_entropy(
     axes = normalize_axis(axis, probs.ndim)
     mask = class_mask(where, probs.shape)
     log_p, support = _log_probs(probs, axes, mask)
-    out_shape = tuple(n for i, n in enumerate(probs.shape) if i not in axes)
-    alpha = _alpha_array(alpha, out_shape, probs.dtype)
+    alpha = per_distribution(alpha, "alpha", probs.shape, axes, probs.dtype)
     value = -_cumulant_ratio(log_p, log_p, alpha, support, axes)
     return in_base(_nan_for_negative(value, probs, axes), base)
 
@@ -227,8 +219,7 @@ def renyi_divergence(
     log_p, support = _log_probs(p, axes, mask)
     log_q, q_support = _log_probs(q, axes, mask)
     log_ratio = jnp.where(q_support, log_p - log_q, jnp.inf)
-    out_shape = tuple(n for i, n in enumerate(p.shape) if i not in axes)
-    alpha = _alpha_array(alpha, out_shape, p.dtype)
+    alpha = per_distribution(alpha, "alpha", p.shape, axes, p.dtype)
     value = _cumulant_ratio(log_p, log_ratio, alpha, support, axes)
     value = _nan_for_negative(_nan_for_negative(value, p, axes), q, axes)
     return in_base(value, base)
@@ -265,8 +256,7 @@ def renyi_entropy_from_logits(
     logits, axes = _masked_log_softmax(logits, "logits", axis=axis, where=where)
     log_p = log_softmax(logits, axes)
     support = log_p > -jnp.inf
-    out_shape = tuple(n for i, n in enumerate(logits.shape) if i not in axes)
-    alpha = _alpha_array(alpha, out_shape, logits.dtype)
+    alpha = per_distribution(alpha, "alpha", logits.shape, axes, logits.dtype)
     log_p = jnp.where(support, log_p, 0.0)
     return in_base(-_cumulant_ratio(log_p, log_p, alpha, support, axes), base)
 
@@ -306,7 +296,6 @@ def renyi_divergence_from_logits(
     q_support = log_q > -jnp.inf
     log_ratio = jnp.where(q_support, log_p - jnp.where(q_support, log_q, 0.0), jnp.inf)
     log_ratio = jnp.where(support, log_ratio, 0.0)
-    out_shape = tuple(n for i, n in enumerate(log_p.shape) if i not in axes)
-    alpha = _alpha_array(alpha, out_shape, log_p.dtype)
+    alpha = per_distribution(alpha, "alpha", log_p.shape, axes, log_p.dtype)
     log_p = jnp.where(support, log_p, 0.0)
     return in_base(_cumulant_ratio(log_p, log_ratio, alpha, support, axes), base)
