@@ -15,42 +15,8 @@ from ._checks import (
     per_distribution,
 )
 from ._measures import paired_log_softmax
-from ._zero_safe import zero_safe_mul
 
 Axis = int | Sequence[int]
-
-
-def _slope(weight, p, mixture):
-    # d/dp of w·p log(p/m) - (terms through m) is w log(p/m). At p = m = 0 the
-    # term is homogeneous of degree one in (p, q): along p alone m = w p, so
-    # the slope is -w log w (0 at w = 0).
-    both_zero = (p == 0) & (mixture == 0)
-    safe_p = jnp.where(both_zero, 1.0, p)
-    safe_mixture = jnp.where(both_zero, 1.0, mixture)
-    slope = zero_safe_mul(weight, prim.log_ratio(safe_p, safe_mixture))
-    return jnp.where(both_zero, -prim._xlogx(weight), slope)
-
-
-@jax.custom_jvp
-def _skew_js_term(p, q, beta):
-    mixture = beta * p + (1 - beta) * q
-    return zero_safe_mul(beta, prim.rel_entr(p, mixture)) + zero_safe_mul(
-        1 - beta, prim.rel_entr(q, mixture)
-    )
-
-
-@_skew_js_term.defjvp
-def _skew_js_term_jvp(primals, tangents):
-    (p, q, beta), (dp, dq, d_beta) = primals, tangents
-    mixture = beta * p + (1 - beta) * q
-    # d/dβ = D(P‖M) - D(Q‖M) per class, minus (p - q) from M's own change.
-    beta_slope = prim.rel_entr(p, mixture) - prim.rel_entr(q, mixture) - (p - q)
-    tangent = (
-        zero_safe_mul(dp, _slope(beta, p, mixture))
-        + zero_safe_mul(dq, _slope(1 - beta, q, mixture))
-        + zero_safe_mul(d_beta, beta_slope)
-    )
-    return _skew_js_term(p, q, beta), tangent
 
 
 def _reduce(p, q, beta, axes, mask, base):
@@ -58,7 +24,7 @@ def _reduce(p, q, beta, axes, mask, base):
     beta = jnp.broadcast_to(jnp.expand_dims(beta, axes), p.shape)
     if mask is not None:
         p, q = jnp.where(mask, p, 0.0), jnp.where(mask, q, 0.0)
-    terms = _skew_js_term(p, q, beta)
+    terms = prim.skew_js_term(p, q, beta)
     if mask is not None:
         terms = jnp.where(mask, terms, 0.0)
     return in_base(jnp.sum(terms, axis=axes), base)

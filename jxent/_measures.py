@@ -225,7 +225,13 @@ def js_divergence(
       Array(1., dtype=float32)
     """
     return _reduce_probs(
-        prim.js_term, [p, q], ["p", "q"], axis=axis, where=where, base=base, fill=[0, 0]
+        lambda a, b: prim.skew_js_term(a, b, jnp.full_like(a, 0.5)),
+        [p, q],
+        ["p", "q"],
+        axis=axis,
+        where=where,
+        base=base,
+        fill=[0, 0],
     )
 
 

@@ -10,6 +10,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from ._checks import as_inexact_array, broadcast_pair
 from ._zero_safe import zero_safe_mul
@@ -142,28 +143,41 @@ def _rel_entr_jvp(primals, tangents):
     return rel_entr(p, q), tangent
 
 
-def _js_slope(p: jax.Array, mixture: jax.Array) -> jax.Array:
-    # d/dp of the JS term is ½ log(p / m); at p = q = 0 the term is
-    # homogeneous of degree one, so its slope along p is ½ log 2.
+def _skew_js_slope(weight, p, mixture):
+    # d/dp of w·p log(p/m) + (terms through m) is w log(p/m). At p = m = 0 the
+    # term is homogeneous of degree one in (p, q): along p alone m = w p, so
+    # the slope is -w log w (½ log 2 for JS, 0 at w = 0).
     both_zero = (p == 0) & (mixture == 0)
     safe_p = jnp.where(both_zero, 1.0, p)
-    safe_mixture = jnp.where(both_zero, 0.5, mixture)
-    return 0.5 * log_ratio(safe_p, safe_mixture)
+    safe_mixture = jnp.where(both_zero, 1.0, mixture)
+    slope = zero_safe_mul(weight, log_ratio(safe_p, safe_mixture))
+    return jnp.where(both_zero, -_xlogx(weight), slope)
 
 
 @jax.custom_jvp
-def js_term(p: jax.Array, q: jax.Array) -> jax.Array:
-    """One class's share of the Jensen–Shannon divergence."""
-    mixture = 0.5 * (p + q)
-    return 0.5 * (rel_entr(p, mixture) + rel_entr(q, mixture))
+def skew_js_term(p: jax.Array, q: jax.Array, beta: jax.Array) -> jax.Array:
+    """One class's share of β·D(P‖M) + (1-β)·D(Q‖M), M = βP + (1-β)Q (β = ½: JS)."""
+    mixture = beta * p + (1 - beta) * q
+    return zero_safe_mul(beta, rel_entr(p, mixture)) + zero_safe_mul(1 - beta, rel_entr(q, mixture))
 
 
-@js_term.defjvp
-def _js_term_jvp(primals, tangents):
-    (p, q), (dp, dq) = primals, tangents
-    mixture = 0.5 * (p + q)
-    tangent = zero_safe_mul(dp, _js_slope(p, mixture)) + zero_safe_mul(dq, _js_slope(q, mixture))
-    return js_term(p, q), tangent
+def _skew_js_term_jvp(primals, tangents):
+    (p, q, beta), (dp, dq, d_beta) = primals, tangents
+    mixture = beta * p + (1 - beta) * q
+    value = skew_js_term(p, q, beta)
+    tangent = jnp.zeros_like(value)
+    if not isinstance(dp, SymbolicZero):
+        tangent = tangent + zero_safe_mul(dp, _skew_js_slope(beta, p, mixture))
+    if not isinstance(dq, SymbolicZero):
+        tangent = tangent + zero_safe_mul(dq, _skew_js_slope(1 - beta, q, mixture))
+    if not isinstance(d_beta, SymbolicZero):
+        # d/dβ = D(P‖M) - D(Q‖M) per class, minus (p - q) from M's own change.
+        slope = rel_entr(p, mixture) - rel_entr(q, mixture) - (p - q)
+        tangent = tangent + zero_safe_mul(d_beta, slope)
+    return value, tangent
+
+
+skew_js_term.defjvp(_skew_js_term_jvp, symbolic_zeros=True)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
