@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from .._checks import class_mask, normalize_axis
+from .._checks import as_float_array, broadcast_pair, class_mask, normalize_axis
 
 Axis = int | Sequence[int]
 
@@ -40,3 +40,18 @@ def classes_last(
         return jnp.transpose(a, order).reshape((*batch_shape, -1))
 
     return flatten(x), (None if mask is None else flatten(mask))
+
+
+def classes_last_pair(
+    a: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike,
+    names: tuple[str, str],
+    axis: Axis,
+    where: jax.typing.ArrayLike | None,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """Two float arrays broadcast together, their class axes flattened last, and
+    the mask (shaped like them) of the classes ``where`` keeps."""
+    a, b = broadcast_pair(as_float_array(a, names[0]), as_float_array(b, names[1]), names)
+    a, mask = classes_last(a, axis, where, names[0])
+    b, _ = classes_last(b, axis, None, names[1])
+    return a, b, mask

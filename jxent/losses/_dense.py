@@ -5,9 +5,8 @@ import jax.numpy as jnp
 
 from .. import _primitives as prim
 from .. import _validation
-from .._checks import as_float_array, broadcast_pair
 from .._zero_safe import zero_safe_mul
-from ._classes import Axis, classes_last
+from ._classes import Axis, classes_last_pair
 
 
 def _smoothed(labels: jax.Array, mask: jax.Array | None, smoothing: float) -> jax.Array:
@@ -22,11 +21,7 @@ def _smoothed(labels: jax.Array, mask: jax.Array | None, smoothing: float) -> ja
 
 def _prepare(logits, labels, axis, where):
     """Flatten the class axes last, mask logits to -inf and labels to 0."""
-    logits, labels = broadcast_pair(
-        as_float_array(logits, "logits"), as_float_array(labels, "labels"), ("logits", "labels")
-    )
-    logits, mask = classes_last(logits, axis, where, "logits")
-    labels, _ = classes_last(labels, axis, None, "labels")
+    logits, labels, mask = classes_last_pair(logits, labels, ("logits", "labels"), axis, where)
     if mask is not None:
         logits = jnp.where(mask, logits, -jnp.inf)
         labels = jnp.where(mask, labels, 0)

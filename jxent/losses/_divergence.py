@@ -5,18 +5,14 @@ import jax.numpy as jnp
 
 from .. import _primitives as prim
 from .. import _validation
-from .._checks import as_float_array, broadcast_pair
+from .._checks import as_float_array
 from .._measures import kl_divergence_from_logits
 from .._zero_safe import zero_safe_mul
-from ._classes import Axis, classes_last
+from ._classes import Axis, classes_last_pair, expand_row_mask
 
 
 def _prepare(log_predictions, targets, names, axis, where):
-    log_predictions, targets = broadcast_pair(
-        as_float_array(log_predictions, names[0]), as_float_array(targets, names[1]), names
-    )
-    log_predictions, mask = classes_last(log_predictions, axis, where, names[0])
-    targets, _ = classes_last(targets, axis, None, names[1])
+    log_predictions, targets, mask = classes_last_pair(log_predictions, targets, names, axis, where)
     _validation.check_no_nan(log_predictions, names[0])
     _validation.check_no_nan(targets, names[1])
     return log_predictions, targets, mask
@@ -60,6 +56,11 @@ def kl_divergence(
     log_predictions, targets, mask = _prepare(
         log_predictions, targets, ("log_predictions", "targets"), axis, where
     )
+    return _kl(log_predictions, targets, mask)
+
+
+def _kl(log_predictions, targets, mask):
+    """Σ t (log t - log q) over the last axis of prepared arrays."""
     if mask is not None:
         targets = jnp.where(mask, targets, 0)
         log_predictions = jnp.where(mask, log_predictions, 0)
@@ -136,11 +137,11 @@ def convex_kl_divergence(
       >>> jxent.losses.convex_kl_divergence(jnp.log(jnp.array([0.5, 0.5])), jnp.array([1.0, 0.0]))
       Array(0.6931472, dtype=float32)
     """
-    divergence = kl_divergence(log_predictions, targets, axis, where)
     log_predictions, targets, mask = _prepare(
         log_predictions, targets, ("log_predictions", "targets"), axis, where
     )
-    return divergence + _masked_sum(jnp.exp(log_predictions) - targets, mask)
+    excess = _masked_sum(jnp.exp(log_predictions) - targets, mask)
+    return _kl(log_predictions, targets, mask) + excess
 
 
 def distillation_loss(
@@ -181,8 +182,6 @@ def distillation_loss(
         raise ValueError(f"temperature must be positive, got {temperature!r}")
     student = as_float_array(student_logits, "student_logits") / temperature
     teacher = as_float_array(teacher_logits, "teacher_logits") / temperature
-    where = None if where is None else jnp.asarray(where)
-    if where is not None and where.ndim == student.ndim - 1 and isinstance(axis, int):
-        where = jnp.expand_dims(where, axis)
+    where = expand_row_mask(where, student.ndim, axis)
     divergence = kl_divergence_from_logits(teacher, student, axis=axis, where=where)
     return temperature**2 * divergence
