@@ -116,3 +116,12 @@ def per_distribution(
         raise ValueError(
             f"{name} of shape {value.shape} does not broadcast to the result shape {result_shape}"
         ) from None
+
+
+def label_status(
+    labels: jax.Array, num_classes: int, ignore_index: int | None
+) -> tuple[jax.Array, jax.Array]:
+    """(ignored, invalid) per label: ``ignore_index``, or outside ``[0, num_classes)``."""
+    ignored = jnp.zeros(labels.shape, bool) if ignore_index is None else labels == ignore_index
+    invalid = ~ignored & ((labels < 0) | (labels >= num_classes))
+    return ignored, invalid

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
+from ._checks import label_status
+
 _ENABLED = contextvars.ContextVar("jxent_validation", default=False)
 # The mode changes what a function traces to, so it must be part of jax's
 # tracing and compilation cache key: otherwise a function jitted before (or
@@ -95,9 +97,7 @@ def check_no_nan(x: jax.Array, name: str) -> None:
 def check_labels(labels: jax.Array, num_classes: int, ignore_index: int | None) -> None:
     if not enabled():
         return
-    bad = (labels < 0) | (labels >= num_classes)
-    if ignore_index is not None:
-        bad &= labels != ignore_index
+    _, bad = label_status(labels, num_classes, ignore_index)
     first_bad = jnp.where(jnp.any(bad), labels.ravel()[jnp.argmax(bad.ravel())], 0)
     checkify.check(
         ~jnp.any(bad),

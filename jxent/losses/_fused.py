@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _validation
+from .._checks import label_status
 from ._integer import _all_max, _all_sum, _first_class, _num_classes
 
 
@@ -23,11 +24,6 @@ class _Options(NamedTuple):
     softcap: float | None
     block_size: int
     axis_name: str | tuple[str, ...] | None = None
-
-
-def _block_bounds(vocab: int, block_size: int) -> tuple[int, int]:
-    """Number of full blocks, and the width of the shorter last block (0 if none)."""
-    return vocab // block_size, vocab % block_size
 
 
 def _weight_block(weight, bias, start, width):
@@ -78,7 +74,7 @@ def _sum_over_sharers(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
 
 def _for_each_block(vocab, block_size, body, carry):
     """Run ``body(start, width, carry)`` over full blocks, then the short last one."""
-    full, rest = _block_bounds(vocab, block_size)
+    full, rest = divmod(vocab, block_size)
     carry = jax.lax.fori_loop(0, full, lambda i, c: body(i * block_size, block_size, c), carry)
     if rest:
         carry = body(full * block_size, rest, carry)
@@ -123,15 +119,9 @@ def _forward(hidden, weight, bias, labels, options: _Options):
         loss = loss + smoothing * (lse - _all_sum(logit_sum, axis_name) / vocab)
     if options.z_loss:
         loss = loss + options.z_loss * lse**2
-    ignored, invalid = _label_status(labels, vocab, options.ignore_index)
+    ignored, invalid = label_status(labels, vocab, options.ignore_index)
     loss = jnp.where(ignored, 0, loss)
     return jnp.where(invalid, jnp.nan, loss), lse
-
-
-def _label_status(labels, vocab, ignore_index):
-    ignored = jnp.zeros(labels.shape, bool) if ignore_index is None else labels == ignore_index
-    invalid = ~ignored & ((labels < 0) | (labels >= vocab))
-    return ignored, invalid
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -150,7 +140,7 @@ def _fused_bwd(options, residuals, d_loss):
     first_class = _first_class(local_vocab, axis_name)
     vocab = _num_classes(local_vocab, axis_name)
     smoothing = options.label_smoothing
-    ignored, invalid = _label_status(labels, vocab, options.ignore_index)
+    ignored, invalid = label_status(labels, vocab, options.ignore_index)
     dtype = _accumulation_dtype(hidden)
     d_loss = jnp.where(ignored, 0, d_loss.astype(dtype))
     d_loss = jnp.where(invalid, jnp.nan, d_loss)

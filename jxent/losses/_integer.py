@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from .. import _validation
-from .._checks import as_float_array
+from .._checks import as_float_array, label_status
 from ._classes import Axis, classes_last
 
 
@@ -69,7 +69,8 @@ def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
     total = jnp.where(empty, 1, total)
     lse = peak + jnp.log(total)
 
-    valid = (labels >= 0) & (labels < _num_classes(num_local, axis_name))
+    num_classes = _num_classes(num_local, axis_name)
+    ignored, invalid = label_status(labels, num_classes, options.ignore_index)
     local_labels = labels - _first_class(num_local, axis_name)
     here = (local_labels >= 0) & (local_labels < num_local)
     index = jnp.where(here, local_labels, 0)[..., None]
@@ -98,9 +99,7 @@ def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
     if options.z_loss:
         loss = loss + options.z_loss * lse**2
 
-    ignored = False if options.ignore_index is None else labels == options.ignore_index
     zero = empty | ignored
-    invalid = ~valid & ~ignored
     loss = jnp.where(invalid, jnp.nan, jnp.where(zero, 0, loss))
     return _Forward(
         loss,
