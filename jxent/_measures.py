@@ -48,13 +48,14 @@ def _reduce_probs(
     return in_base(total, base)
 
 
-def _masked_log_softmax(
+def _masked_logits(
     logits: jax.typing.ArrayLike,
     name: str,
     *,
     axis: Axis,
     where: jax.typing.ArrayLike | None,
 ) -> tuple[jax.Array, tuple[int, ...]]:
+    """Logits with masked classes at ``-inf`` (out of the softmax), and the class axes."""
     logits = as_float_array(logits, name)
     _validation.check_no_nan(logits, name)
     axes = normalize_axis(axis, logits.ndim)
@@ -77,8 +78,8 @@ def paired_log_softmax(
         as_float_array(q_logits, "q_logits"),
         ("p_logits", "q_logits"),
     )
-    p_logits, axes = _masked_log_softmax(p_logits, "p_logits", axis=axis, where=where)
-    q_logits, _ = _masked_log_softmax(q_logits, "q_logits", axis=axis, where=where)
+    p_logits, axes = _masked_logits(p_logits, "p_logits", axis=axis, where=where)
+    q_logits, _ = _masked_logits(q_logits, "q_logits", axis=axis, where=where)
     return prim.log_softmax(p_logits, axes), prim.log_softmax(q_logits, axes), axes
 
 
@@ -282,7 +283,7 @@ def entropy_from_logits(
       >>> jxent.entropy_from_logits(jnp.array([0.0, 0.0, -jnp.inf]), base=2)
       Array(1., dtype=float32)
     """
-    logits, axes = _masked_log_softmax(logits, "logits", axis=axis, where=where)
+    logits, axes = _masked_logits(logits, "logits", axis=axis, where=where)
     return in_base(_entropy_of_logits(logits, axes), base)
 
 
@@ -319,7 +320,7 @@ def cross_entropy_from_logits(
     p, q_logits = broadcast_pair(
         as_float_array(p, "p"), as_float_array(q_logits, "q_logits"), ("p", "q_logits")
     )
-    q_logits, axes = _masked_log_softmax(q_logits, "q_logits", axis=axis, where=where)
+    q_logits, axes = _masked_logits(q_logits, "q_logits", axis=axis, where=where)
     if where is not None:
         p = jnp.where(class_mask(where, p.shape), p, jnp.zeros_like(p))
     log_q = prim.log_softmax(q_logits, axes)

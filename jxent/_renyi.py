@@ -23,7 +23,7 @@ from ._checks import (
     normalize_axis,
     per_distribution,
 )
-from ._measures import _masked_log_softmax, paired_log_softmax
+from ._measures import _masked_logits, paired_log_softmax
 from ._primitives import log_softmax
 from ._zero_safe import zero_safe_mul
 
@@ -253,7 +253,7 @@ def renyi_entropy_from_logits(
       >>> float(jxent.renyi_entropy_from_logits(jnp.array([0.0, 0.0, -jnp.inf]), 3.0, base=2))
       1.0
     """
-    logits, axes = _masked_log_softmax(logits, "logits", axis=axis, where=where)
+    logits, axes = _masked_logits(logits, "logits", axis=axis, where=where)
     log_p = log_softmax(logits, axes)
     support = log_p > -jnp.inf
     alpha = per_distribution(alpha, "alpha", logits.shape, axes, logits.dtype)
