@@ -1,300 +1,332 @@
-"""Fused linear cross-entropy vs the naive dense path: memory, time and accuracy.
+"""Fused linear cross-entropy (LM head + loss) vs naive JAX and PyTorch peers, one table per shape.
 
 Run from the repository root (jxent installed, e.g. ``pip install -e .``)::
 
-    python benchmarks/fused_ce.py                              # defaults below, 5 rounds
-    python benchmarks/fused_ce.py --block-sizes 512,1024,2048  # also sweep block_size
-    python benchmarks/fused_ce.py --tokens 2048 --dim 256 --vocab 8192 --rounds 3
+    python benchmarks/fused_ce.py                       # default shapes (below)
+    python benchmarks/fused_ce.py --shapes cpu,cpu-f32 --rounds 5
+    python benchmarks/fused_ce.py --shapes llama        # force the Llama shape (GPU-sized)
+    python benchmarks/fused_ce.py --tokens 1024 --vocab 8192 --dtype float32  # override shapes
+    python benchmarks/fused_ce.py --no-torch            # JAX rows only
 
-The two candidates, both as ``jax.jit(jax.value_and_grad(lambda h, W: loss(h, W, y).mean(),
-argnums=(0, 1)))``:
+Shapes (``--shapes``, comma-separated; default ``cpu,cpu-f32,llama`` when
+``jax.default_backend()`` is ``gpu``, else ``cpu,cpu-f32``): ``cpu`` = 2048 tokens, D = 512,
+V = 32768, bfloat16 hidden and weight; ``cpu-f32`` = the same in float32; ``llama`` = the
+Llama-3-8B head, 8192 tokens, D = 4096, V = 128256, bfloat16. ``--tokens/--dim/--vocab/--dtype``
+override that field of every selected shape. Inputs: hidden ~ N(0, 1), weight ~ N(0, 9/D)
+(logits ~ N(0, 9), a peaked softmax as in a trained model), labels uniform in [0, V).
 
-* ``fused``: ``jxent.losses.linear_cross_entropy(h, W, y, block_size=...)``, which never
-  holds the ``[tokens, V]`` logits (forward: online log-sum-exp over vocabulary blocks;
-  backward: recomputes one block of logits at a time);
-* ``naive``: ``jxent.losses.softmax_cross_entropy_with_integer_labels(h @ W, y)``, which
-  materialises the logits and their gradient.
+Every row measures the value and the gradients w.r.t. (hidden, weight) of the *mean* loss over
+tokens: JAX rows as ``jax.jit(jax.value_and_grad(f, argnums=(0, 1)))`` (compiled once),
+PyTorch rows as ``loss = f(h, w, y); loss.backward()`` on tensors with ``requires_grad``.
 
-Three tables:
+* ``jxent, reduction="none" + mean``: ``linear_cross_entropy(h, W, y, reduction="none").mean()``;
+  the backward recomputes the logits block by block (8·N·D·V matmul FLOPs).
+* ``jxent, reduction="mean"``: the gradients come out of the forward sweep (6·N·D·V). Both
+  jxent rows leave ``block_size``/``token_block_size`` at None: chosen from the shapes.
+* ``naive JAX, <dtype> logits``: ``(h @ W).astype(float32)`` then
+  ``optax.losses.softmax_cross_entropy_with_integer_labels(...).mean()`` (left out when the
+  inputs are float32: it would be the next row).
+* ``naive JAX, float32 logits``: ``jnp.dot(h, W, preferred_element_type=float32)`` then optax.
+* ``PyTorch eager``: ``F.cross_entropy(F.linear(h, W.T).float(), y)``, on CUDA if available.
+* ``Liger`` (``liger_kernel``) and ``CCE`` (Cut Cross-Entropy, ``cut_cross_entropy``) fused
+  kernels: only with PyTorch on a CUDA device and the package importable; otherwise skipped,
+  named in a one-line note under the table.
 
-1. **Memory** (``--mem-tokens``, ``--mem-dim``, ``--mem-vocabs``; default 8192 tokens,
-   D = 2048, V in {32768, 131072}, float32). ``temp MiB`` is XLA's
-   ``.lower(ShapeDtypeStruct...).compile().memory_analysis().temp_size_in_bytes``: scratch
-   memory beyond arguments and outputs, read at compile time, so nothing is allocated or
-   run. The naive path needs at least one ``[tokens, V]`` float32 array (GiBs; the
-   ``logits MiB`` column); the fused one should stay under 128 MiB and not change with V.
-2. **Time** (``--tokens``, ``--dim``, ``--vocab``; default 4096 x 512 -> 32768). Every
-   candidate is compiled and warmed up, then all run round-robin for ``--rounds`` rounds
-   (``jax.block_until_ready`` after each call) so that load from other processes spreads
-   evenly; the table reports medians. FLOPs counted: the forward matmul is 2·N·D·V; the
-   naive backward adds two more (d_hidden, d_weight) for 6·N·D·V in all, while the fused
-   backward recomputes the logits first, 8·N·D·V in all. So a fused/naive time ratio near
-   8/6 = 1.33 is the matmul-bound expectation; below it, the fused path gains from not
-   streaming [tokens, V] arrays through memory. ``GFLOP/s`` divides each path's own
-   count by its time; ``GFLOP/s (6NDV)`` divides the useful work 6·N·D·V, comparable
-   between rows. The bfloat16 rows cast h and W to bfloat16 (the fused path accumulates
-   in float32; the naive one runs ``h @ W`` in bfloat16).
-3. **Accuracy** (``--acc-tokens``, ``--acc-dim``, ``--acc-vocab``; small, V not a
-   multiple of the block size so the short last block is exercised). Relative difference
-   of an array = max |a - b| / max |b|, with b the dense float32 path
-   (``softmax_cross_entropy_with_integer_labels(h @ W, y)`` and its gradients). For
-   bfloat16 inputs, b is the dense path on the inputs upcast to float32 (the exact answer
-   for those bf16 values). The naive bf16 row, ``h @ W`` in bfloat16, is there for contrast
-   (on CPU, XLA may keep that product in float32 when it is upcast right away, so its loss
-   can match exactly while its gradients still come back in bfloat16).
+Columns:
 
-``--block-sizes`` (comma-separated) adds a fused row per block size to every table (the
-default block size is always included); the bfloat16 timing row uses the default only.
+* ``median ms``: median over ``--rounds`` (default 10 on GPU, 3 on CPU) of one value-and-grad
+  call, after a warm-up call; the rows run round-robin, one call each per round, so load from
+  other processes spreads evenly (``jax.block_until_ready``, ``torch.cuda.synchronize()``).
+* ``temp MiB``: JAX: XLA's scratch memory beyond arguments and outputs,
+  ``compiled.memory_analysis().temp_size_in_bytes``. PyTorch on CUDA:
+  ``torch.cuda.max_memory_allocated()`` during one call (after ``reset_peak_memory_stats``)
+  minus the memory allocated before it, minus the bytes of the two gradients it returns, so
+  that, like XLA's figure, outputs are not counted. PyTorch on CPU: n/a.
+* ``TFLOP/s``: 6·N·D·V (forward matmul plus the two gradient matmuls) over the median time,
+  the same count for every row so that rows compare, whatever each path really computes.
+* ``loss err``: |loss - loss_ref|; ``d_hidden err``, ``d_weight err``: ``||g - g_ref|| /
+  ||g_ref||``. The reference is the naive float32-logits path on the inputs upcast to float32
+  under ``jax.default_matmul_precision("highest")``: the exact answer for those input values.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
+import importlib
+import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import jxent
 
 MIB = 1024**2
-DEFAULT_BLOCK = (
-    inspect.signature(jxent.losses.linear_cross_entropy).parameters["block_size"].default
-)
+SHAPES = {  # name: (tokens, dim, vocab, dtype)
+    "cpu": (2048, 512, 32768, "bfloat16"),
+    "cpu-f32": (2048, 512, 32768, "float32"),
+    "llama": (8192, 4096, 128256, "bfloat16"),
+}
 
 
-def naive_loss(hidden, weight, labels):
-    return jxent.losses.softmax_cross_entropy_with_integer_labels(hidden @ weight, labels)
+# --- losses: each maps (hidden, weight [D, V], labels) to the mean loss ----------------
 
 
-def fused_loss(block_size: int) -> Callable:
+def jxent_loss(reduction: str) -> Callable:
     def loss(hidden, weight, labels):
-        return jxent.losses.linear_cross_entropy(hidden, weight, labels, block_size=block_size)
+        out = jxent.losses.linear_cross_entropy(hidden, weight, labels, reduction=reduction)
+        return out if reduction == "mean" else out.mean()
 
     return loss
 
 
-def value_and_grad_of(loss: Callable) -> Callable:
-    """Jitted value-and-grad of the mean loss w.r.t. (hidden, weight); labels not differentiated."""
-    return jax.jit(
-        jax.value_and_grad(lambda h, w, y: loss(h, w, y).mean(), argnums=(0, 1)),
-    )
+def naive_input_dtype_logits(hidden, weight, labels):
+    logits = (hidden @ weight).astype(jnp.float32)
+    return optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def shapes(tokens: int, dim: int, vocab: int, dtype) -> tuple:
-    return (
-        jax.ShapeDtypeStruct((tokens, dim), dtype),
-        jax.ShapeDtypeStruct((dim, vocab), dtype),
-        jax.ShapeDtypeStruct((tokens,), jnp.int32),
-    )
+def naive_float32_logits(hidden, weight, labels):
+    logits = jnp.dot(hidden, weight, preferred_element_type=jnp.float32)
+    return optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def temp_mib(fn: Callable, args: tuple) -> float | None:
-    """XLA's scratch-memory estimate for ``fn(*args)`` in MiB (None if unavailable)."""
-    analysis = fn.lower(*args).compile().memory_analysis()
-    return None if analysis is None else analysis.temp_size_in_bytes / MIB
+# --- candidates ---------------------------------------------------------------------------
 
 
-def inputs(tokens: int, dim: int, vocab: int, seed: int = 0) -> tuple:
-    """float32 hidden ~ N(0, 1), weight ~ N(0, 1/D) (logits ~ N(0, 1)), labels uniform."""
+@dataclasses.dataclass
+class Candidate:
+    """One path: ``run()`` does one blocking value-and-grad call, returning (loss, d_h, d_w)
+    with d_w as [D, V]; ``temp_mib`` is filled in by the constructor functions below."""
+
+    name: str
+    run: Callable[[], tuple]
+    temp_mib: float | None = None
+    errors: tuple = ()
+    times: list[float] = dataclasses.field(default_factory=list)
+
+
+def jax_candidate(name: str, loss: Callable, args: tuple) -> Candidate:
+    compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(*args).compile()
+    analysis = compiled.memory_analysis()
+    temp = None if analysis is None else analysis.temp_size_in_bytes / MIB
+
+    def run():
+        value, (d_hidden, d_weight) = jax.block_until_ready(compiled(*args))
+        return value, d_hidden, d_weight
+
+    return Candidate(name, run, temp)
+
+
+def load_torch(disabled: bool) -> tuple:
+    """(torch, its device: ``cuda`` when available, else ``cpu``, None) or (None, None, why)."""
+    if disabled:
+        return None, None, "--no-torch"
+    try:
+        import torch
+    except ImportError:
+        return None, None, "torch not importable"
+    return torch, torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
+
+
+def torch_peers(torch) -> tuple[dict[str, Callable], list[str]]:
+    """PyTorch losses ``f(h, w [V, D], y) -> mean loss`` by row name, and the peers skipped."""
+    import torch.nn.functional as F
+
+    def eager(h, w, y):
+        return F.cross_entropy(F.linear(h, w).float(), y)
+
+    peers, skipped = {"PyTorch eager": eager}, []
+    fused = {
+        "Liger": ("liger_kernel.transformers.functional", "liger_fused_linear_cross_entropy"),
+        "CCE": ("cut_cross_entropy", "linear_cross_entropy"),
+    }
+    for name, (module, attr) in fused.items():
+        if not torch.cuda.is_available():
+            skipped.append(f"{name} (needs CUDA)")
+            continue
+        try:  # Triton-based packages can fail at import with more than ImportError
+            fn = getattr(importlib.import_module(module), attr)
+        except Exception:
+            skipped.append(f"{name} (not importable)")
+            continue
+        # Both take (input [N, D], weight [V, D], target) and default to the mean.
+        peers[name] = lambda h, w, y, fn=fn: fn(h, w, y)
+    return peers, skipped
+
+
+def torch_candidate(torch, device, name: str, loss: Callable, args: tuple) -> Candidate:
+    hidden, weight, labels = (np.asarray(a) for a in args)  # weight is [D, V] here
+    dtype = getattr(torch, args[0].dtype.name)
+    h = torch.from_numpy(hidden.astype(np.float32)).to(device, dtype).requires_grad_()
+    w = torch.from_numpy(weight.astype(np.float32).T.copy()).to(device, dtype).requires_grad_()
+    y = torch.from_numpy(labels.astype(np.int64)).to(device)
+    cuda = device.type == "cuda"
+
+    def run():
+        h.grad = w.grad = None
+        value = loss(h, w, y)
+        value.backward()
+        if cuda:
+            torch.cuda.synchronize()
+        return value.detach(), h.grad, w.grad.T
+
+    temp = None
+    if cuda:  # one call to read the peak; it also warms up (compiles Triton kernels)
+        run()
+        h.grad = w.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        grads = sum(t.numel() * t.element_size() for t in (h, w))
+        temp = (torch.cuda.max_memory_allocated() - before - grads) / MIB
+    return Candidate(name, run, temp)
+
+
+# --- measurement ---------------------------------------------------------------------------
+
+
+def inputs(tokens: int, dim: int, vocab: int, dtype: str, seed: int = 0) -> tuple:
     k_h, k_w, k_y = jax.random.split(jax.random.key(seed), 3)
     hidden = jax.random.normal(k_h, (tokens, dim), jnp.float32)
-    weight = jax.random.normal(k_w, (dim, vocab), jnp.float32) / np.sqrt(dim)
+    weight = jax.random.normal(k_w, (dim, vocab), jnp.float32) * (3.0 / np.sqrt(dim))
     labels = jax.random.randint(k_y, (tokens,), 0, vocab, jnp.int32)
-    return hidden, weight, labels
+    return hidden.astype(dtype), weight.astype(dtype), labels
 
 
-def block_label(block_size: int) -> str:
-    return f"{block_size} (default)" if block_size == DEFAULT_BLOCK else str(block_size)
+@jax.jit
+def rel_err(got, ref):
+    diff = got.astype(jnp.float32) - ref
+    return jnp.linalg.norm(diff) / jnp.linalg.norm(ref)
 
 
-# --- memory ---------------------------------------------------------------------------
+def errors(result: tuple, reference: tuple) -> tuple[float, float, float]:
+    """Loss abs error and gradients' relative norm errors; torch tensors go through numpy."""
+    as_jax = [
+        r if isinstance(r, jax.Array) else jnp.asarray(r.float().cpu().numpy()) for r in result
+    ]
+    loss_err = abs(float(as_jax[0]) - float(reference[0]))
+    return loss_err, *(float(rel_err(g, r)) for g, r in zip(as_jax[1:], reference[1:]))
 
 
-def memory_table(tokens: int, dim: int, vocabs: list[int], block_sizes: list[int]) -> None:
-    print(f"## Memory: value_and_grad temp MiB, tokens={tokens}, D={dim}, float32")
-    print()
-    print("| V | logits MiB | naive temp MiB | fused block | fused temp MiB | naive / fused |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for vocab in vocabs:
-        args = shapes(tokens, dim, vocab, jnp.float32)
-        naive = temp_mib(value_and_grad_of(naive_loss), args)
-        logits = tokens * vocab * 4 / MIB
-        for bs in block_sizes:
-            fused = temp_mib(value_and_grad_of(fused_loss(bs)), args)
-            ratio = "n/a" if not (naive and fused) else f"{naive / fused:.1f}x"
-            print(
-                f"| {vocab} | {logits:.0f} | {fmt(naive)} | {block_label(bs)} | {fmt(fused)} "
-                f"| {ratio} |"
-            )
-    print()
+def reference_for(args: tuple) -> tuple:
+    h32, w32 = (a.astype(jnp.float32) for a in args[:2])
+    with jax.default_matmul_precision("highest"):
+        fn = jax.jit(jax.value_and_grad(naive_float32_logits, argnums=(0, 1)))
+        value, (d_hidden, d_weight) = jax.block_until_ready(fn(h32, w32, args[2]))
+    return value, d_hidden, d_weight
 
 
-def fmt(mib: float | None) -> str:
-    return "n/a" if mib is None else f"{mib:.1f}"
+def fmt(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
 
 
-# --- time -----------------------------------------------------------------------------
-
-
-@dataclass
-class Candidate:
-    """One jitted value-and-grad, its arguments, FLOP count and run times."""
-
-    case: str
-    dtype: str
-    block: str
-    flops: float
-    fn: Callable
-    args: tuple
-    temp_mib: float | None = None
-    times: list[float] = field(default_factory=list)
-
-    @property
-    def median_s(self) -> float:
-        return statistics.median(self.times)
-
-
-def time_table(tokens: int, dim: int, vocab: int, rounds: int, block_sizes: list[int]) -> None:
-    hidden, weight, labels = inputs(tokens, dim, vocab)
+def bench_shape(name: str, shape: tuple, rounds: int, torch_ctx: tuple, header: str) -> None:
+    tokens, dim, vocab, dtype = shape
+    args = inputs(tokens, dim, vocab, dtype)
     ndv = tokens * dim * vocab
-    candidates = []
-    for dtype in (jnp.float32, jnp.bfloat16):
-        args = (hidden.astype(dtype), weight.astype(dtype), labels)
-        name = jnp.dtype(dtype).name
+    reference = reference_for(args)
+
+    candidates = [
+        jax_candidate('jxent, reduction="none" + mean', jxent_loss("none"), args),
+        jax_candidate('jxent, reduction="mean"', jxent_loss("mean"), args),
+    ]
+    if dtype != "float32":
         candidates.append(
-            Candidate("naive", name, "-", 6 * ndv, value_and_grad_of(naive_loss), args)
+            jax_candidate(f"naive JAX, {dtype} logits", naive_input_dtype_logits, args)
         )
-        for bs in block_sizes if dtype == jnp.float32 else [DEFAULT_BLOCK]:
-            fn = value_and_grad_of(fused_loss(bs))
-            candidates.append(Candidate("fused", name, block_label(bs), 8 * ndv, fn, args))
-    for c in candidates:  # compile, measure, warm up
-        c.temp_mib = temp_mib(c.fn, c.args)
-        jax.block_until_ready(c.fn(*c.args))
+    candidates.append(jax_candidate("naive JAX, float32 logits", naive_float32_logits, args))
+    for c in candidates:  # warm-up call, also the one checked for accuracy
+        c.errors = errors(c.run(), reference)
+    torch, device, absent = torch_ctx
+    skipped = [f"PyTorch, Liger, CCE ({absent})"] if torch is None else []
+    if torch is not None:
+        peers, skipped = torch_peers(torch)
+        for peer, loss in peers.items():
+            try:  # a peer that rejects this shape or dtype is skipped, not fatal
+                c = torch_candidate(torch, device, f"{peer} ({device.type})", loss, args)
+                c.errors = errors(c.run(), reference)
+            except Exception as e:
+                skipped.append(f"{peer} (failed: {type(e).__name__}: {str(e)[:60]})")
+                continue
+            candidates.append(c)
+
     for _ in range(rounds):
         for c in candidates:
             start = time.perf_counter()
-            jax.block_until_ready(c.fn(*c.args))
+            c.run()
             c.times.append(time.perf_counter() - start)
 
-    print(
-        f"## Time: value_and_grad, tokens={tokens}, D={dim}, V={vocab}, "
-        f"{rounds} interleaved rounds, medians"
-    )
+    print(f"## {name}: {tokens} tokens, D = {dim}, V = {vocab}, {dtype}")
+    print()
+    print(f"{header}; {dtype}; N={tokens}, D={dim}, V={vocab}; N·D·V = {ndv:.3g}; {rounds} rounds")
     print()
     print(
-        "| case | dtype | block | median ms | vs naive (same dtype) | FLOPs counted "
-        "| GFLOP/s | GFLOP/s (6NDV) | temp MiB |"
+        "| path | median ms | temp MiB | TFLOP/s (6NDV) | loss err | d_hidden err | d_weight err |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for c in candidates:
-        naive = next(n for n in candidates if n.case == "naive" and n.dtype == c.dtype)
+        median = statistics.median(c.times)
+        loss_err, dh_err, dw_err = c.errors
         print(
-            f"| {c.case} | {c.dtype} | {c.block} | {1e3 * c.median_s:.0f} "
-            f"| {c.median_s / naive.median_s:.2f}x | {c.flops / ndv:.0f}·NDV = {c.flops:.3g} "
-            f"| {c.flops / c.median_s / 1e9:.1f} | {6 * ndv / c.median_s / 1e9:.1f} "
-            f"| {fmt(c.temp_mib)} |"
+            f"| {c.name} | {1e3 * median:.1f} | {fmt(c.temp_mib, '.1f')} "
+            f"| {6 * ndv / median / 1e12:.3f} | {loss_err:.1e} | {dh_err:.1e} | {dw_err:.1e} |"
         )
-    spread = {f"{c.case}/{c.dtype}/{c.block}": c.times for c in candidates}
     print()
-    print("all times (s), per candidate in round order:")
-    for key, times in spread.items():
-        print(f"  {key}: " + ", ".join(f"{t:.2f}" for t in times))
-    print()
-
-
-# --- accuracy -------------------------------------------------------------------------
-
-
-def rel_diff(a, b) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
-def value_and_grads(loss: Callable, hidden, weight, labels):
-    """Per-token losses and the gradients of their mean w.r.t. (hidden, weight)."""
-    losses = jax.jit(loss)(hidden, weight, labels)
-    grads = jax.jit(jax.grad(lambda h, w: loss(h, w, labels).mean(), argnums=(0, 1)))(
-        hidden, weight
-    )
-    return (losses, *grads)
-
-
-def accuracy_table(tokens: int, dim: int, vocab: int, block_sizes: list[int]) -> None:
-    hidden, weight, labels = inputs(tokens, dim, vocab, seed=1)
-    hidden = 3.0 * hidden  # logits ~ N(0, 9): a peaked softmax, as in a trained model
-    h16, w16 = hidden.astype(jnp.bfloat16), weight.astype(jnp.bfloat16)
-    reference = value_and_grads(naive_loss, hidden, weight, labels)
-    reference16 = value_and_grads(
-        naive_loss, h16.astype(jnp.float32), w16.astype(jnp.float32), labels
-    )
-    rows = [
-        ("fused", "float32", block_label(bs), fused_loss(bs), (hidden, weight), reference)
-        for bs in block_sizes
-    ]
-    rows += [
-        ("fused", "bfloat16", block_label(bs), fused_loss(bs), (h16, w16), reference16)
-        for bs in block_sizes
-    ]
-    rows.append(("naive (bf16 h @ W)", "bfloat16", "-", naive_loss, (h16, w16), reference16))
-
-    print(
-        f"## Accuracy: tokens={tokens}, D={dim}, V={vocab}; "
-        "max |a - b| / max |b| vs the dense float32 path"
-    )
-    print()
-    print("| case | inputs | block | loss | d_hidden | d_weight |")
-    print("|---|---|---|---:|---:|---:|")
-    for case, dtype, block, loss, (h, w), ref in rows:
-        got = value_and_grads(loss, h, w, labels)
-        diffs = " | ".join(f"{rel_diff(g, r):.1e}" for g, r in zip(got, ref))
-        print(f"| {case} | {dtype} | {block} | {diffs} |")
-    print()
-
-
-def int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+    if skipped:
+        print(f"Skipped: {', '.join(skipped)}.")
+        print()
 
 
 def main() -> None:
+    # Before JAX starts its backend: do not let it take 75% of the GPU up front, the PyTorch
+    # rows share the device. (Read when the GPU client is created, not at import.)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mem-tokens", type=int, default=8192, help="tokens for the memory table")
-    parser.add_argument("--mem-dim", type=int, default=2048, help="D for the memory table")
+    gpu = jax.default_backend() == "gpu"
     parser.add_argument(
-        "--mem-vocabs", type=int_list, default=[32768, 131072], help="V list, comma-separated"
+        "--shapes",
+        default="cpu,cpu-f32,llama" if gpu else "cpu,cpu-f32",
+        help=f"comma-separated, from {', '.join(SHAPES)} (default: %(default)s)",
     )
-    parser.add_argument("--tokens", type=int, default=4096, help="tokens for the time table")
-    parser.add_argument("--dim", type=int, default=512, help="D for the time table")
-    parser.add_argument("--vocab", type=int, default=32768, help="V for the time table")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds")
-    parser.add_argument("--acc-tokens", type=int, default=256, help="tokens for accuracy")
-    parser.add_argument("--acc-dim", type=int, default=128, help="D for accuracy")
-    parser.add_argument("--acc-vocab", type=int, default=3000, help="V for accuracy")
+    parser.add_argument("--tokens", type=int, help="override the token count of every shape")
+    parser.add_argument("--dim", type=int, help="override D of every shape")
+    parser.add_argument("--vocab", type=int, help="override V of every shape")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="override")
     parser.add_argument(
-        "--block-sizes",
-        type=int_list,
-        default=[],
-        help=f"extra fused block sizes to sweep, comma-separated (default {DEFAULT_BLOCK} always)",
+        "--rounds", type=int, default=10 if gpu else 3, help="timed rounds (default %(default)s)"
     )
-    parser.add_argument("--skip-time", action="store_true", help="memory and accuracy only")
-    args = parser.parse_args()
+    parser.add_argument("--no-torch", action="store_true", help="skip every PyTorch row")
+    opts = parser.parse_args()
 
-    devices = ", ".join(str(d) for d in jax.devices())
-    print(f"jax {jax.__version__}, jxent {jxent.__version__}, devices: {devices}")
-    print()
-    block_sizes = sorted({DEFAULT_BLOCK, *args.block_sizes})
-    memory_table(args.mem_tokens, args.mem_dim, args.mem_vocabs, block_sizes)
-    if not args.skip_time:
-        time_table(args.tokens, args.dim, args.vocab, args.rounds, block_sizes)
-    accuracy_table(args.acc_tokens, args.acc_dim, args.acc_vocab, block_sizes)
+    names = [s.strip() for s in opts.shapes.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shape(s) {unknown}; choose from {list(SHAPES)}")
+    overrides = (opts.tokens, opts.dim, opts.vocab, opts.dtype)
+    shapes = {}  # shape -> name; shapes made equal by the overrides run once
+    for name in names:
+        shape = tuple(o if o is not None else s for o, s in zip(overrides, SHAPES[name]))
+        shapes.setdefault(shape, name if shape == SHAPES[name] else f"{name} (overridden)")
+
+    torch_ctx = load_torch(opts.no_torch)
+    torch, device, _ = torch_ctx
+    header = (
+        f"jax {jax.__version__}, jxent {jxent.__version__}, "
+        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind})"
+    )
+    if torch is not None:
+        where = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+        header += f", torch {torch.__version__} ({where})"
+    for shape, name in shapes.items():
+        bench_shape(name, shape, opts.rounds, torch_ctx, header)
 
 
 if __name__ == "__main__":

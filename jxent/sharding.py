@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from . import _validation
 from ._checks import as_float_array, class_mask
-from .losses._fused import fused_cross_entropy
+from .losses._fused import Reduction, fused_cross_entropy
 from .losses._integer import Options, check_arguments, integer_cross_entropy
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -78,11 +78,14 @@ def vocab_parallel_linear_cross_entropy(
     *,
     axis_name: str | tuple[str, ...],
     bias: jax.typing.ArrayLike | None = None,
+    where: jax.typing.ArrayLike | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
-    block_size: int = 1024,
+    reduction: Reduction = "none",
+    block_size: int | None = None,
+    token_block_size: int | None = None,
 ) -> jax.Array:
     r"""Fused projection + cross-entropy with the weight split along the vocabulary.
 
@@ -92,20 +95,31 @@ def vocab_parallel_linear_cross_entropy(
     ``axis_name`` (it may be sharded over other axes); its gradient is the
     ``psum`` of the shards' contributions, as in any vocab-parallel head.
 
+    A ``"sum"`` or ``"mean"`` reduces the per-token losses of this device's
+    tokens (``psum`` them over a data axis yourself) and differentiates
+    through the per-token sweep: the one-sweep gradient of the single-device
+    loss needs whole vocabulary rows, which would cost a per-tile exchange
+    of ``[tokens, D]`` gradients.
+
     Args:
       hidden: activations ``[..., D]``.
       weight_shard: this device's ``[D, V/n]`` slice of the projection.
       labels: integer labels ``[...]`` into the full vocabulary.
       axis_name: the mesh axis (or axes) that splits the vocabulary.
       bias: this device's ``[V/n]`` slice of the bias, or None.
+      where: boolean token mask broadcastable to ``labels``; masked tokens
+        give loss 0 and gradient 0 and are not counted.
       ignore_index: label value with loss 0 and gradient 0.
       label_smoothing: α, uniform over the full vocabulary.
       z_loss: coefficient of the squared log-normaliser.
       softcap: c of the logit soft-cap ``c·tanh(z/c)``, or None.
-      block_size: vocabulary columns per block on each device.
+      reduction: ``"none"``, ``"sum"`` or ``"mean"`` over counted tokens.
+      block_size: vocabulary columns per tile on each device (None: 1024).
+      token_block_size: tokens per tile (None: chosen from the shapes).
 
     Returns:
-      Per-token losses ``[...]`` in float32, identical on every device of the axis.
+      Per-token losses ``[...]`` in float32, or their sum or mean, identical
+      on every device of the axis.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
@@ -123,10 +137,13 @@ def vocab_parallel_linear_cross_entropy(
         weight_shard,
         labels,
         bias=bias,
+        where=where,
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
         softcap=softcap,
+        reduction=reduction,
         block_size=block_size,
+        token_block_size=token_block_size,
         axis_name=axis_name,
     )

@@ -5,31 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fused_cases import dense_ce, dense_reference, fused_ce, problem
 from jax.test_util import check_grads
-
-import jxent
-
-dense_ce = jxent.losses.softmax_cross_entropy_with_integer_labels
-fused_ce = jxent.losses.linear_cross_entropy
-
-
-def _problem(seed, tokens=24, dim=16, vocab=100, dtype=jnp.float32, scale=1.0):
-    keys = jax.random.split(jax.random.key(seed), 4)
-    hidden = jax.random.normal(keys[0], (tokens, dim), dtype)
-    weight = (scale * jax.random.normal(keys[1], (dim, vocab))).astype(dtype)
-    bias = jax.random.normal(keys[2], (vocab,), dtype)
-    labels = jax.random.randint(keys[3], (tokens,), 0, vocab)
-    return hidden, weight, bias, labels
-
-
-def _dense_reference(hidden, weight, bias, labels, softcap=None, **options):
-    logits = hidden @ weight
-    if bias is not None:
-        logits = logits + bias
-    if softcap is not None:
-        logits = softcap * jnp.tanh(logits / softcap)
-    return dense_ce(logits, labels, **options)
-
 
 OPTIONS = [
     {},
@@ -48,7 +25,7 @@ CASES = [(options, True, 32) for options in OPTIONS] + [
 
 @pytest.mark.parametrize(("options", "use_bias", "block_size"), CASES, ids=str)
 def test_values_and_gradients_match_the_dense_path(options, use_bias, block_size):
-    hidden, weight, bias, labels = _problem(0, scale=2.0)
+    hidden, weight, bias, labels = problem(0, scale=2.0)
     if "ignore_index" in options:
         labels = labels.at[::5].set(options["ignore_index"])
     bias = bias if use_bias else None
@@ -57,7 +34,7 @@ def test_values_and_gradients_match_the_dense_path(options, use_bias, block_size
         return fused_ce(h, w, labels, bias=b, block_size=block_size, **options)
 
     def dense(h, w, b):
-        return _dense_reference(h, w, b, labels, **options)
+        return dense_reference(h, w, b, labels, **options)
 
     chex.assert_trees_all_close(fused(hidden, weight, bias), dense(hidden, weight, bias), rtol=1e-5)
     argnums = (0, 1, 2) if use_bias else (0, 1)
@@ -67,7 +44,7 @@ def test_values_and_gradients_match_the_dense_path(options, use_bias, block_size
 
 
 def test_softcap_gradient_has_the_tanh_factor():
-    hidden, weight, _, labels = _problem(1, scale=5.0)
+    hidden, weight, _, labels = problem(1, scale=5.0)
 
     def without_factor(h):
         # What forgetting d tanh would give: the gradient of the dense loss
@@ -77,35 +54,35 @@ def test_softcap_gradient_has_the_tanh_factor():
         return g @ weight.T
 
     fused_grad = jax.grad(lambda h: fused_ce(h, weight, labels, softcap=1.5).sum())(hidden)
-    dense_grad = jax.grad(lambda h: _dense_reference(h, weight, None, labels, 1.5).sum())(hidden)
+    dense_grad = jax.grad(lambda h: dense_reference(h, weight, None, labels, 1.5).sum())(hidden)
     chex.assert_trees_all_close(fused_grad, dense_grad, rtol=1e-4, atol=1e-6)
     assert not np.allclose(fused_grad, without_factor(hidden), rtol=1e-2)
 
 
 def test_short_last_block_is_not_padded_into_the_sum():
     # 100 = 3 × 32 + 4: a padded zero logit would add exp(0) terms to lse.
-    hidden, weight, _, labels = _problem(2, vocab=100)
+    hidden, weight, _, labels = problem(2, vocab=100)
     weight = weight - 50.0  # every true logit is very negative; a stray 0 would dominate
     chex.assert_trees_all_close(
         fused_ce(hidden, weight, labels, block_size=32),
-        _dense_reference(hidden, weight, None, labels),
+        dense_reference(hidden, weight, None, labels),
         rtol=1e-5,
     )
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_16_bit_inputs_accumulate_in_float32(dtype):
-    hidden, weight, bias, labels = _problem(3, dtype=dtype)
+    hidden, weight, bias, labels = problem(3, dtype=dtype)
     loss = fused_ce(hidden, weight, labels, bias=bias, block_size=32)
     chex.assert_type(loss, jnp.float32)
     upcast = [x.astype(jnp.float32) for x in (hidden, weight, bias)]
-    reference = _dense_reference(*upcast, labels)
+    reference = dense_reference(*upcast, labels)
     chex.assert_trees_all_close(loss, reference, rtol=2e-2)
     grads = jax.grad(
         lambda h, w, b: fused_ce(h, w, labels, bias=b, block_size=32).mean(), (0, 1, 2)
     )(hidden, weight, bias)
     chex.assert_type(grads, dtype)
-    reference_grads = jax.grad(lambda *a: _dense_reference(*a, labels).mean(), (0, 1, 2))(*upcast)
+    reference_grads = jax.grad(lambda *a: dense_reference(*a, labels).mean(), (0, 1, 2))(*upcast)
     for got, want in zip(grads, reference_grads, strict=True):
         np.testing.assert_allclose(
             np.asarray(got, np.float32), want, rtol=2e-2, atol=2e-2 * np.abs(want).max()
@@ -117,7 +94,7 @@ def test_batch_and_sequence_axes_and_vmap_and_jit():
     hidden = jax.random.normal(keys[0], (3, 5, 16))
     weight = jax.random.normal(keys[1], (16, 70))
     labels = jax.random.randint(keys[2], (3, 5), 0, 70)
-    expected = _dense_reference(hidden, weight, None, labels)
+    expected = dense_reference(hidden, weight, None, labels)
     loss = fused_ce(hidden, weight, labels, block_size=16)
     chex.assert_shape(loss, (3, 5))
     chex.assert_trees_all_close(loss, expected, rtol=1e-5)
@@ -128,12 +105,12 @@ def test_batch_and_sequence_axes_and_vmap_and_jit():
     vmap_grad = jax.vmap(jax.grad(lambda h, y: fused_ce(h, weight, y, block_size=16).sum()))(
         hidden, labels
     )
-    dense_grad = jax.grad(lambda h: _dense_reference(h, weight, None, labels).sum())(hidden)
+    dense_grad = jax.grad(lambda h: dense_reference(h, weight, None, labels).sum())(hidden)
     chex.assert_trees_all_close(vmap_grad, dense_grad, rtol=1e-4, atol=1e-6)
 
 
 def test_out_of_range_labels_give_nan_for_that_token_only():
-    hidden, weight, _, labels = _problem(5)
+    hidden, weight, _, labels = problem(5)
     labels = labels.at[2].set(-1).at[4].set(100)
     loss = fused_ce(hidden, weight, labels, block_size=32)
     assert np.isnan(loss[2]) and np.isnan(loss[4])
@@ -145,7 +122,7 @@ def test_out_of_range_labels_give_nan_for_that_token_only():
 
 
 def test_gradients_against_finite_differences_in_float64(x64):
-    hidden, weight, bias, labels = _problem(6, tokens=6, dim=4, vocab=11, dtype=jnp.float64)
+    hidden, weight, bias, labels = problem(6, tokens=6, dim=4, vocab=11, dtype=jnp.float64)
 
     def loss(h, w, b):
         return fused_ce(
@@ -183,7 +160,7 @@ def test_temporary_memory_does_not_grow_with_the_vocabulary():
 
 
 def test_no_tokens_by_vocab_array_in_the_program():
-    hidden, weight, _, labels = _problem(7, tokens=40, vocab=300)
+    hidden, weight, _, labels = problem(7, tokens=40, vocab=300)
     jaxpr = jax.make_jaxpr(
         jax.grad(lambda h, w: fused_ce(h, w, labels, block_size=64).sum(), (0, 1))
     )(hidden, weight)

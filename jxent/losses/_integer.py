@@ -25,20 +25,20 @@ class Options(NamedTuple):
     axis_name: str | tuple[str, ...] | None = None
 
 
-def _all_max(x: jax.Array, axis_name) -> jax.Array:
+def all_max(x: jax.Array, axis_name) -> jax.Array:
     return x if axis_name is None else jax.lax.pmax(x, axis_name)
 
 
-def _all_sum(x: jax.Array, axis_name) -> jax.Array:
+def all_sum(x: jax.Array, axis_name) -> jax.Array:
     return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
-def _first_class(num_local: int, axis_name) -> jax.Array | int:
+def first_class(num_local: int, axis_name) -> jax.Array | int:
     """Index in the full vocabulary of this shard's first class."""
     return 0 if axis_name is None else jax.lax.axis_index(axis_name) * num_local
 
 
-def _num_classes(num_local: int, axis_name) -> int:
+def total_classes(num_local: int, axis_name) -> int:
     return num_local if axis_name is None else num_local * jax.lax.axis_size(axis_name)
 
 
@@ -60,29 +60,29 @@ def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
     axis_name, smoothing = options.axis_name, options.label_smoothing
     num_local = logits.shape[-1]
     masked = logits if mask is None else jnp.where(mask, logits, -jnp.inf)
-    peak = _all_max(jnp.max(masked, axis=-1), axis_name)
+    peak = all_max(jnp.max(masked, axis=-1), axis_name)
     peak = jnp.where(peak == -jnp.inf, 0, peak)
     # The one exp pass: the derivative's softmax reuses it.
     shifted_exp = jnp.exp(masked - peak[..., None])
-    total = _all_sum(jnp.sum(shifted_exp, axis=-1), axis_name)
+    total = all_sum(jnp.sum(shifted_exp, axis=-1), axis_name)
     empty = total == 0
     total = jnp.where(empty, 1, total)
     lse = peak + jnp.log(total)
 
-    num_classes = _num_classes(num_local, axis_name)
+    num_classes = total_classes(num_local, axis_name)
     ignored, invalid = label_status(labels, num_classes, options.ignore_index)
-    local_labels = labels - _first_class(num_local, axis_name)
+    local_labels = labels - first_class(num_local, axis_name)
     here = (local_labels >= 0) & (local_labels < num_local)
     index = jnp.where(here, local_labels, 0)[..., None]
     # Like optax, the label's own logit is read unmasked.
-    label_logit = _all_sum(
+    label_logit = all_sum(
         jnp.where(here, jnp.take_along_axis(logits, index, axis=-1)[..., 0], 0), axis_name
     )
     if weights is None:
         label_weight = jnp.ones_like(lse)
     else:
         picked = jnp.take_along_axis(jnp.broadcast_to(weights, logits.shape), index, axis=-1)
-        label_weight = _all_sum(jnp.where(here, picked[..., 0], 0), axis_name)
+        label_weight = all_sum(jnp.where(here, picked[..., 0], 0), axis_name)
     loss = (1 - smoothing) * label_weight * (lse - label_logit)
 
     count = total_weight = None
@@ -93,9 +93,9 @@ def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
         # them: w * inf would make reverse-mode d/dw 0 * inf = NaN (second order).
         gap = jnp.where(unmasked, lse[..., None] - masked, 0)
         gap = jnp.where(class_weight != 0, class_weight * gap, 0)
-        count = jnp.maximum(_all_sum(jnp.sum(unmasked, axis=-1), axis_name), 1).astype(lse.dtype)
-        total_weight = _all_sum(jnp.sum(jnp.where(unmasked, class_weight, 0), axis=-1), axis_name)
-        loss = loss + smoothing / count * _all_sum(jnp.sum(gap, axis=-1), axis_name)
+        count = jnp.maximum(all_sum(jnp.sum(unmasked, axis=-1), axis_name), 1).astype(lse.dtype)
+        total_weight = all_sum(jnp.sum(jnp.where(unmasked, class_weight, 0), axis=-1), axis_name)
+        loss = loss + smoothing / count * all_sum(jnp.sum(gap, axis=-1), axis_name)
     if options.z_loss:
         loss = loss + options.z_loss * lse**2
 
@@ -154,7 +154,7 @@ def _integer_cross_entropy_jvp(options: Options, primals, tangents):
             per_class = per_class + jnp.where(unmasked, smoothing / fwd.count[..., None] * gap, 0)
         per_class = jnp.where(fwd.zero[..., None], 0, per_class)
         tangent = tangent + jnp.sum(per_class * d_weights, axis=-1)
-    tangent = _all_sum(tangent, options.axis_name)
+    tangent = all_sum(tangent, options.axis_name)
     return fwd.loss, jnp.where(fwd.invalid, jnp.nan, tangent)
 
 

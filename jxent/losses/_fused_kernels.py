@@ -1,0 +1,219 @@
+"""Pieces shared by the two fused linear cross-entropy sweeps.
+
+The per-token sweep (``_fused_per_token``) recomputes blocks of logits in its
+backward; the reduced sweep (``_fused_reduced``) computes the gradients in its
+forward. Both need the same tiles of logits, the same derivative of the loss
+with respect to one tile, and the same loops with static trip counts (so that a
+jaxpr reader can count their matmuls).
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
+
+import jax
+import jax.numpy as jnp
+
+from .._checks import label_status
+from ._integer import total_classes
+
+Carry = TypeVar("Carry")
+
+
+class FusedOptions(NamedTuple):
+    """Static options of the fused loss (hashable: a ``nondiff_argnums`` entry)."""
+
+    ignore_index: int | None
+    label_smoothing: float
+    z_loss: float
+    softcap: float | None
+    block_size: int  # vocabulary columns per tile
+    token_block_size: int  # tokens per tile
+    axis_name: str | tuple[str, ...] | None = None
+
+
+def accumulation_dtype(hidden: jax.Array, weight: jax.Array) -> jnp.dtype:
+    """float32 for 16-bit inputs, float64 under x64 for float64 inputs."""
+    return jnp.promote_types(jnp.result_type(hidden, weight), jnp.float32)
+
+
+def matmul_dtype(hidden: jax.Array, weight: jax.Array) -> jnp.dtype:
+    """Operand dtype of the gradient matmuls: the inputs' own (16-bit stays 16-bit)."""
+    return jnp.result_type(hidden, weight)
+
+
+def as_bits(x: jax.Array) -> jax.Array:
+    """On CPU, a 16-bit float array as its uint16 bits (else ``x`` unchanged)."""
+    # XLA:CPU slices a 16-bit float array through a float32 copy of the whole
+    # array, which it then moves out of the loop (4·D·V bytes for a weight); it
+    # slices an integer view of the same bits in place. Other backends slice
+    # 16-bit floats natively.
+    if (
+        jnp.issubdtype(x.dtype, jnp.floating)
+        and jnp.finfo(x.dtype).bits == 16
+        and jax.default_backend() == "cpu"
+    ):
+        return jax.lax.bitcast_convert_type(x, jnp.uint16)
+    return x
+
+
+def from_bits(bits: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """The inverse of :func:`as_bits`."""
+    return bits if bits.dtype == dtype else jax.lax.bitcast_convert_type(bits, dtype)
+
+
+def take(x: jax.Array, start: int | jax.Array, size: int, axis: int) -> jax.Array:
+    """``size`` entries of ``x`` along ``axis`` from ``start`` (a view, never a copy of x)."""
+    if isinstance(start, int):
+        if start == 0 and size == x.shape[axis]:
+            return x
+        return jax.lax.slice_in_dim(x, start, start + size, axis=axis)
+    part = jax.lax.dynamic_slice_in_dim(as_bits(x), start, size, axis=axis)
+    return from_bits(part, x.dtype)
+
+
+def put(x: jax.Array, update: jax.Array, start: int | jax.Array, axis: int) -> jax.Array:
+    """``x`` with ``update`` written in place along ``axis`` from ``start``."""
+    if update.shape == x.shape:
+        return update
+    written = jax.lax.dynamic_update_slice_in_dim(as_bits(x), as_bits(update), start, axis=axis)
+    return from_bits(written, x.dtype)
+
+
+def for_each_slice(
+    total: int, size: int, body: Callable[[int | jax.Array, int, Carry], Carry], carry: Carry
+) -> Carry:
+    """Run ``body(start, width, carry)`` over ``[0, total)`` in slices of ``size``.
+
+    Full slices run in a ``fori_loop`` with Python-int bounds (a ``scan`` of
+    known length), a single one inline, and the short last slice inline.
+    """
+    full, rest = divmod(total, size)
+    if full == 1:
+        carry = body(0, size, carry)
+    elif full > 1:
+        carry = jax.lax.fori_loop(0, full, lambda i, c: body(i * size, size, c), carry)
+    if rest:
+        carry = body(full * size, rest, carry)
+    return carry
+
+
+def tile_logits(
+    hidden: jax.Array, weight: jax.Array, bias: jax.Array | None, softcap: float | None
+) -> jax.Array:
+    """Logits ``softcap(hidden @ weight + bias)`` of one tile, accumulated in float32."""
+    dtype = accumulation_dtype(hidden, weight)
+    logits = jnp.dot(hidden, weight, preferred_element_type=dtype)
+    if bias is not None:
+        logits = logits + bias.astype(dtype)
+    if softcap is not None:
+        logits = softcap * jnp.tanh(logits / softcap)
+    return logits
+
+
+def tile_logit_gradient(
+    logits: jax.Array,
+    lse: jax.Array,
+    is_label: jax.Array,
+    scales: "LossScales",
+    softcap: float | None,
+) -> jax.Array:
+    """d loss / d (hidden @ weight + bias) on one tile, in the accumulation dtype.
+
+    With ``c`` the per-token cotangent: ``c (1 + 2 λ lse) p_j - c α / V - c (1 - α) [j = k]``,
+    times the soft-cap's ``1 - (z_j / cap)²``.
+    """
+    probs = jnp.exp(logits - lse[:, None])
+    d_logits = scales.prob[:, None] * probs - scales.uniform[:, None]
+    d_logits = jnp.where(is_label, d_logits - scales.label[:, None], d_logits)
+    if softcap is not None:
+        d_logits = d_logits * (1 - (logits / softcap) ** 2)
+    return d_logits
+
+
+class LossScales(NamedTuple):
+    """Per-token coefficients of the three terms of d loss / d logits."""
+
+    prob: jax.Array
+    label: jax.Array
+    uniform: jax.Array
+
+
+def loss_scales(
+    cotangent: jax.Array, lse: jax.Array, vocab: int, options: FusedOptions
+) -> LossScales:
+    """The coefficients of :func:`tile_logit_gradient` for a per-token cotangent."""
+    smoothing = options.label_smoothing
+    return LossScales(
+        prob=cotangent * (1 + 2 * options.z_loss * lse),
+        label=cotangent * (1 - smoothing),
+        uniform=cotangent * (smoothing / vocab),
+    )
+
+
+class TokenStatus(NamedTuple):
+    skipped: jax.Array  # loss 0, gradient 0: ignore_index, masked by ``where``
+    invalid: jax.Array  # NaN loss and gradient: a label outside [0, V)
+
+
+def token_status(
+    labels: jax.Array, counted: jax.Array | None, local_vocab: int, options: FusedOptions
+) -> TokenStatus:
+    """Which tokens are skipped (ignored or masked) and which have a bad label.
+
+    A masked token is skipped whatever its label: padding may carry any value.
+    """
+    vocab = total_classes(local_vocab, options.axis_name)
+    ignored, invalid = label_status(labels, vocab, options.ignore_index)
+    if counted is None:
+        return TokenStatus(ignored, invalid)
+    return TokenStatus(ignored | ~counted, invalid & counted)
+
+
+def per_token_cotangent(cotangent: jax.Array, status: TokenStatus, dtype: jnp.dtype) -> jax.Array:
+    """The cotangent of each token's loss: 0 where skipped, NaN where invalid."""
+    cotangent = jnp.where(status.skipped, 0, cotangent.astype(dtype))
+    return jnp.where(status.invalid, jnp.nan, cotangent)
+
+
+def combine_loss(
+    peak: jax.Array,
+    log_total: jax.Array,
+    label_logit: jax.Array,
+    mean_logit: jax.Array | None,
+    status: TokenStatus,
+    options: FusedOptions,
+) -> jax.Array:
+    """Per-token loss from the row's peak, log Σ exp(z - peak) and label logit.
+
+    ``(peak - z_k) + log Σ`` keeps the digits of a small loss that ``lse - z_k``
+    loses when ``lse`` is rounded near large logits.
+    """
+    smoothing = options.label_smoothing
+    loss = (1 - smoothing) * ((peak - label_logit) + log_total)
+    if smoothing:
+        loss = loss + smoothing * ((peak - mean_logit) + log_total)
+    if options.z_loss:
+        loss = loss + options.z_loss * (peak + log_total) ** 2
+    loss = jnp.where(status.skipped, 0, loss)
+    return jnp.where(status.invalid, jnp.nan, loss)
+
+
+def zero_like_logits(hidden: jax.Array, weight: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """A scalar 0 that varies over whatever mesh axes the logits vary over.
+
+    Inside ``shard_map`` a loop carry must carry the same manual axes as the
+    values the body puts in it; an empty contraction gives that 0 for free.
+    """
+    return jnp.sum(jnp.dot(hidden[:1, :0], weight[:0, :1], preferred_element_type=dtype))
+
+
+def _varying_axes(x: jax.Array) -> frozenset:
+    """Mesh axes over which ``x`` differs from device to device (inside shard_map)."""
+    manual = getattr(jax.typeof(x), "manual_axis_type", None)
+    return frozenset() if manual is None else frozenset(manual.varying)
+
+
+def sum_over_sharers(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
+    """psum a cotangent over the mesh axes it varies over and its primal does not."""
+    extra = tuple(sorted(_varying_axes(cotangent) - _varying_axes(primal)))
+    return jax.lax.psum(cotangent, extra) if extra else cotangent

@@ -1,0 +1,178 @@
+"""Per-token fused linear cross-entropy: blockwise forward, recomputing backward.
+
+The forward walks over token tiles and, within each, over vocabulary blocks
+with an online log-sum-exp, keeping only per-token vectors. The backward walks
+over vocabulary blocks and, within each, over token tiles: it recomputes one
+tile of logits, multiplies its gradient (cast to the inputs' 16-bit dtype, with
+float32 accumulation) into ``d_hidden`` and into that block of ``d_weight``,
+which is written in place. Temporary memory is a few tiles plus the per-token
+vectors and a float32 ``d_hidden``, whatever V is. 8·N·D·V matmul FLOPs for
+the value and gradient: forward, recompute, and the two gradient matmuls.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from ._fused_kernels import (
+    FusedOptions,
+    accumulation_dtype,
+    as_bits,
+    combine_loss,
+    for_each_slice,
+    from_bits,
+    loss_scales,
+    matmul_dtype,
+    per_token_cotangent,
+    put,
+    sum_over_sharers,
+    take,
+    tile_logit_gradient,
+    tile_logits,
+    token_status,
+    zero_like_logits,
+)
+from ._integer import all_max, all_sum, first_class, total_classes
+
+
+def _vocabulary_sweep(hidden, weight, bias, labels, options: FusedOptions, zero):
+    """Per-token (peak, Σ exp(z - peak), label logit, Σ z) over this device's vocabulary."""
+    offset = first_class(weight.shape[1], options.axis_name)
+    rows = jnp.zeros(hidden.shape[:1], zero.dtype) + zero
+
+    def block(start, width, carry):
+        peak, total, label_logit, logit_sum = carry
+        logits = tile_logits(
+            hidden,
+            take(weight, start, width, 1),
+            None if bias is None else take(bias, start, width, 0),
+            options.softcap,
+        )
+        new_peak = jnp.maximum(peak, jnp.max(logits, axis=1))
+        # A block or row whose logits are all -inf (a -inf bias) leaves the peak -inf.
+        finite_peak = jnp.where(new_peak == -jnp.inf, 0, new_peak)
+        total = total * jnp.exp(peak - finite_peak) + jnp.sum(
+            jnp.exp(logits - finite_peak[:, None]), axis=1
+        )
+        is_label = (offset + start + jnp.arange(width))[None, :] == labels[:, None]
+        label_logit = label_logit + jnp.sum(jnp.where(is_label, logits, 0), axis=1)
+        if options.label_smoothing:
+            logit_sum = logit_sum + jnp.sum(logits, axis=1)
+        return new_peak, total, label_logit, logit_sum
+
+    return for_each_slice(
+        weight.shape[1], options.block_size, block, (rows - jnp.inf, rows, rows, rows)
+    )
+
+
+def per_token_forward(hidden, weight, bias, labels, counted, options: FusedOptions):
+    """Per-token losses ``[N]`` and log-sum-exps ``[N]`` (for the backward)."""
+    dtype = accumulation_dtype(hidden, weight)
+    zero = zero_like_logits(hidden, weight, dtype)
+    rows = jnp.zeros(hidden.shape[:1], dtype) + zero
+
+    def token_tile(start, size, stats):
+        tile = _vocabulary_sweep(
+            take(hidden, start, size, 0), weight, bias, take(labels, start, size, 0), options, zero
+        )
+        return tuple(put(s, t, start, 0) for s, t in zip(stats, tile, strict=True))
+
+    init = (rows - jnp.inf, rows, rows, rows)
+    peak, total, label_logit, logit_sum = for_each_slice(
+        hidden.shape[0], options.token_block_size, token_tile, init
+    )
+    # Shards meet through per-token vectors only: max, rescaled sum, label logit.
+    axis_name = options.axis_name
+    global_peak = all_max(peak, axis_name)
+    finite_peak = jnp.where(global_peak == -jnp.inf, 0, global_peak)
+    total = all_sum(total * jnp.exp(peak - finite_peak), axis_name)
+    label_logit = all_sum(label_logit, axis_name)
+    vocab = total_classes(weight.shape[1], axis_name)
+    mean_logit = all_sum(logit_sum, axis_name) / vocab if options.label_smoothing else None
+    status = token_status(labels, counted, weight.shape[1], options)
+    # A row with every logit -inf is empty: loss 0 and gradient 0.
+    empty = total == 0
+    status = status._replace(skipped=status.skipped | empty)
+    log_total = jnp.log(jnp.where(empty, 1, total))
+    loss = combine_loss(finite_peak, log_total, label_logit, mean_logit, status, options)
+    return loss, finite_peak + log_total, status
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def per_token_cross_entropy(hidden, weight, bias, labels, counted, options):
+    """Losses ``[N]`` of ``hidden[N, D] @ weight[D, V] + bias``, masked by ``counted``."""
+    return per_token_forward(hidden, weight, bias, labels, counted, options)[0]
+
+
+def _per_token_fwd(hidden, weight, bias, labels, counted, options):
+    loss, lse, status = per_token_forward(hidden, weight, bias, labels, counted, options)
+    return loss, (hidden, weight, bias, labels, lse, status)
+
+
+def _per_token_bwd(options: FusedOptions, residuals, d_loss):
+    hidden, weight, bias, labels, lse, status = residuals
+    local_vocab, axis_name = weight.shape[1], options.axis_name
+    offset = first_class(local_vocab, axis_name)
+    dtype = accumulation_dtype(hidden, weight)
+    operand = matmul_dtype(hidden, weight)
+    cotangent = per_token_cotangent(d_loss, status, dtype)
+    scales = loss_scales(cotangent, lse, total_classes(local_vocab, axis_name), options)
+    zero = zero_like_logits(hidden, weight, dtype)
+
+    def vocab_block(start, width, carry):
+        d_hidden, d_weight, d_bias = carry
+        w = take(weight, start, width, 1)
+        b = None if bias is None else take(bias, start, width, 0)
+        columns = offset + start + jnp.arange(width)
+
+        def token_tile(t_start, size, inner):
+            d_hidden, d_w, d_b = inner
+            h = take(hidden, t_start, size, 0)
+            logits = tile_logits(h, w, b, options.softcap)
+            is_label = columns[None, :] == take(labels, t_start, size, 0)[:, None]
+            tile_scales = type(scales)(*(take(s, t_start, size, 0) for s in scales))
+            d_logits = tile_logit_gradient(
+                logits, take(lse, t_start, size, 0), is_label, tile_scales, options.softcap
+            )
+            d_operand = d_logits.astype(operand)
+            d_h = jax.lax.dot_general(
+                d_operand, w, (((1,), (1,)), ((), ())), preferred_element_type=dtype
+            )
+            d_hidden = put(d_hidden, take(d_hidden, t_start, size, 0) + d_h, t_start, 0)
+            d_w = d_w + jax.lax.dot_general(
+                h, d_operand, (((0,), (0,)), ((), ())), preferred_element_type=dtype
+            )
+            if d_b is not None:
+                d_b = d_b + jnp.sum(d_logits, axis=0)
+            return d_hidden, d_w, d_b
+
+        block_init = (
+            d_hidden,
+            jnp.zeros((weight.shape[0], width), dtype) + zero,
+            None if bias is None else jnp.zeros((width,), dtype) + zero,
+        )
+        d_hidden, d_w, d_b = for_each_slice(
+            hidden.shape[0], options.token_block_size, token_tile, block_init
+        )
+        d_weight = put(d_weight, as_bits(d_w.astype(weight.dtype)), start, 1)
+        if d_bias is not None:
+            d_bias = put(d_bias, d_b.astype(d_bias.dtype), start, 0)
+        return d_hidden, d_weight, d_bias
+
+    init = (
+        jnp.zeros(hidden.shape, dtype) + zero,
+        as_bits(jnp.zeros(weight.shape, weight.dtype) + zero.astype(weight.dtype)),
+        None if bias is None else jnp.zeros(bias.shape, bias.dtype) + zero.astype(bias.dtype),
+    )
+    d_hidden, d_weight, d_bias = for_each_slice(local_vocab, options.block_size, vocab_block, init)
+    d_weight = from_bits(d_weight, weight.dtype)
+    # An input shared by several devices (hidden across the vocabulary shards,
+    # the weight across data shards) gets the sum of their contributions.
+    d_hidden = sum_over_sharers(d_hidden, hidden)
+    d_weight = sum_over_sharers(d_weight, weight)
+    d_bias = None if bias is None else sum_over_sharers(d_bias, bias)
+    return d_hidden.astype(hidden.dtype), d_weight, d_bias, None, None
+
+
+per_token_cross_entropy.defvjp(_per_token_fwd, _per_token_bwd)
