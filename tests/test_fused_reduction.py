@@ -1,5 +1,7 @@
 """linear_cross_entropy's reductions, token mask, 16-bit matmuls, tiles and memory bounds."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,8 @@ import pytest
 from fused_cases import dense_reference, fused_ce, matmuls, problem
 from jax.test_util import check_grads
 from scipy import special
+
+import jxent
 
 OPTIONS = [
     {},
@@ -323,3 +327,13 @@ def test_bad_options_name_the_argument(options, error, match):
     weight = options.pop("weight", np.ones((8, 10), np.float32))
     with pytest.raises(error, match=match):
         fused_ce(np.ones((4, 8), np.float32), weight, np.zeros((4,), np.int32), **options)
+
+
+def test_validation_mode_checks_only_the_counted_labels():
+    hidden, weight, _, labels = problem(12)
+    where = jnp.arange(labels.size) != 4
+    checked = jax.jit(jxent.checked(functools.partial(fused_ce, reduction="mean")))
+    error, _ = checked(hidden, weight, labels.at[4].set(-3), where=where)
+    assert error.get() is None
+    error, _ = checked(hidden, weight, labels.at[5].set(-3), where=where)
+    assert "labels out of range" in error.get()

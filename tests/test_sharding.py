@@ -158,3 +158,34 @@ def test_only_per_token_vectors_cross_the_vocab_axis():
                 elements = int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64))
                 # Per token: [tokens] vectors, or the [tokens, D] gradient of hidden.
                 assert elements <= tokens * dim, (name, shape)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("options", [{}, {"ignore_index": -100, "label_smoothing": 0.1}], ids=str)
+def test_fused_shard_reductions_and_token_mask_equal_the_single_device_loss(reduction, options):
+    hidden, weight, bias, labels = _problem(3)
+    where = jnp.arange(labels.size) % 3 != 2
+    mesh = jax.make_mesh((8,), ("vocab",), axis_types=(AxisType.Auto,))
+    kwargs = {"where": where, "reduction": reduction, "block_size": 5, **options}
+    sharded = jax.jit(
+        jax.shard_map(
+            lambda h, w, b: jxent.sharding.vocab_parallel_linear_cross_entropy(
+                h, w, labels, bias=b, axis_name="vocab", **kwargs
+            ),
+            mesh=mesh,
+            in_specs=(P(), P(None, "vocab"), P("vocab")),
+            out_specs=P(),
+        )
+    )
+
+    def single(h, w, b):
+        return jxent.losses.linear_cross_entropy(h, w, labels, bias=b, **kwargs)
+
+    def total(loss):
+        return lambda *a: loss(*a).sum()
+
+    args = (hidden, weight, bias)
+    chex.assert_trees_all_close(sharded(*args), single(*args), rtol=1e-6, atol=1e-6)
+    grads_sharded = jax.grad(total(sharded), (0, 1, 2))(*args)
+    grads_single = jax.grad(total(single), (0, 1, 2))(*args)
+    chex.assert_trees_all_close(grads_sharded, grads_single, rtol=1e-5, atol=1e-6)

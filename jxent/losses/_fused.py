@@ -22,15 +22,22 @@ from ._integer import total_classes
 
 Reduction = Literal["none", "sum", "mean"]
 
-# Default tiles, from measurements of XLA's temporaries (benchmarks/fused_ce.py):
-# a per-token tile of 2**23 float32 logits (32 MiB) keeps value-and-grad near
-# 100 MiB at 8192 tokens, D = 2048; a reduced-mode tile of full vocabulary rows
-# of 2**27 float32 logits (512 MiB) stays within 640 MiB besides the float32
-# d_weight accumulator at V = 131072 while each tile's d_weight update is
-# amortised over hundreds of rows.
+# Default tiles, from measurements (XLA's temporaries at 8192 tokens, D = 2048,
+# V = 131072, float32; CPU times at 4096 tokens, D = 512, V = 32768):
+# - per-token: a tile of 2**23 float32 logits (32 MiB, 8192 tokens × 1024
+#   columns) keeps value-and-grad at 104 MiB; blocks of 512 to 4096 columns
+#   ran within 7% of each other on CPU.
+# - reduced: a tile of full vocabulary rows holding at most 2**27 float32
+#   logits (512 MiB; 1024 rows at V = 131072) adds 529 MiB to the 4·D·V-byte
+#   d_weight accumulator, within 640. Every tile reads and writes that
+#   accumulator, so fewer, taller tiles are faster (a prototype of this sweep
+#   on an H200 at the Llama-3 head, issue 11: 512 rows 56 ms, 1024 rows 46 ms,
+#   2048 rows 43 ms); on CPU 1024 and
+#   2048 rows were within 6% and 4096 rows slower, hence the cap.
 _DEFAULT_BLOCK_SIZE = 1024
 _PER_TOKEN_TILE = 2**23
 _REDUCED_TILE = 2**27
+_REDUCED_MAX_ROWS = 2048
 
 
 def _power_of_two_at_most(x: float) -> int:
@@ -44,7 +51,8 @@ def default_tiles(
     block = min(block_size or _DEFAULT_BLOCK_SIZE, max(local_vocab, 1))
     if token_block is None:
         if reduced:
-            token_block = min(_power_of_two_at_most(_REDUCED_TILE / max(local_vocab, 1)), 4096)
+            rows = _power_of_two_at_most(_REDUCED_TILE / max(local_vocab, 1))
+            token_block = min(rows, _REDUCED_MAX_ROWS)
         else:
             token_block = _power_of_two_at_most(_PER_TOKEN_TILE / block)
     return block, max(1, min(token_block, tokens))
@@ -220,8 +228,9 @@ def linear_cross_entropy(
         per-token sweep so that a tile holds 2²³ float32 logits (8192 tokens
         at the default block size, about 100 MiB of temporaries for the
         value and gradient at D = 2048, whatever V is); in the reduced sweep so
-        that a tile of full rows holds at most 2²⁷ float32 logits (512 rows at
-        V = 131072), besides the ``4·D·V``-byte ``d_weight`` accumulator.
+        that a tile of full rows holds at most 2²⁷ float32 logits and 2048
+        rows (1024 rows at V = 131072: about 530 MiB of temporaries besides
+        the ``4·D·V``-byte ``d_weight`` accumulator).
         Larger tiles run faster on a GPU and cost memory.
 
     Returns:
