@@ -198,22 +198,38 @@ def combine_loss(
     return jnp.where(status.invalid, jnp.nan, loss)
 
 
-def zero_like_logits(hidden: jax.Array, weight: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """A scalar 0 that varies over whatever mesh axes the logits vary over.
+def varying_axes(x: jax.Array) -> frozenset:
+    """Mesh axes over which ``x`` differs from device to device (inside shard_map).
 
-    Inside ``shard_map`` a loop carry must carry the same manual axes as the
-    values the body puts in it; an empty contraction gives that 0 for free.
+    Empty outside ``shard_map`` and inside one with ``check_vma=False``.
     """
-    return jnp.sum(jnp.dot(hidden[:1, :0], weight[:0, :1], preferred_element_type=dtype))
-
-
-def _varying_axes(x: jax.Array) -> frozenset:
-    """Mesh axes over which ``x`` differs from device to device (inside shard_map)."""
     manual = getattr(jax.typeof(x), "manual_axis_type", None)
     return frozenset() if manual is None else frozenset(manual.varying)
 
 
+def varying_like(x: jax.Array, *sources: jax.Array | None) -> jax.Array:
+    """``x`` typed as varying over every mesh axis any of ``sources`` varies over.
+
+    Inside ``shard_map`` a loop carry must carry the manual axes of the values
+    the loop body puts in it.
+    """
+    wanted = frozenset().union(*(varying_axes(s) for s in sources if s is not None))
+    missing = tuple(sorted(wanted - varying_axes(x)))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+
+def untracked_shards(weight: jax.Array, axis_name: str | tuple[str, ...] | None) -> bool:
+    """Whether ``weight`` is a vocabulary shard inside ``shard_map(check_vma=False)``.
+
+    A shard varies over ``axis_name``; only untracked types fail to say so.
+    """
+    if axis_name is None:
+        return False
+    axes = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
+    return not set(axes) <= varying_axes(weight)
+
+
 def sum_over_sharers(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
     """psum a cotangent over the mesh axes it varies over and its primal does not."""
-    extra = tuple(sorted(_varying_axes(cotangent) - _varying_axes(primal)))
+    extra = tuple(sorted(varying_axes(cotangent) - varying_axes(primal)))
     return jax.lax.psum(cotangent, extra) if extra else cotangent

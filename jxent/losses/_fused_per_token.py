@@ -31,15 +31,17 @@ from ._fused_kernels import (
     tile_logit_gradient,
     tile_logits,
     token_status,
-    zero_like_logits,
+    untracked_shards,
+    varying_like,
 )
 from ._integer import all_max, all_sum, first_class, total_classes
 
 
-def _vocabulary_sweep(hidden, weight, bias, labels, options: FusedOptions, zero):
+def _vocabulary_sweep(hidden, weight, bias, labels, options: FusedOptions):
     """Per-token (peak, Σ exp(z - peak), label logit, Σ z) over this device's vocabulary."""
     offset = first_class(weight.shape[1], options.axis_name)
-    rows = jnp.zeros(hidden.shape[:1], zero.dtype) + zero
+    dtype = accumulation_dtype(hidden, weight)
+    rows = varying_like(jnp.zeros(hidden.shape[:1], dtype), hidden, weight, bias, labels)
 
     def block(start, width, carry):
         peak, total, label_logit, logit_sum = carry
@@ -69,12 +71,11 @@ def _vocabulary_sweep(hidden, weight, bias, labels, options: FusedOptions, zero)
 def per_token_forward(hidden, weight, bias, labels, counted, options: FusedOptions):
     """Per-token losses ``[N]`` and log-sum-exps ``[N]`` (for the backward)."""
     dtype = accumulation_dtype(hidden, weight)
-    zero = zero_like_logits(hidden, weight, dtype)
-    rows = jnp.zeros(hidden.shape[:1], dtype) + zero
+    rows = varying_like(jnp.zeros(hidden.shape[:1], dtype), hidden, weight, bias, labels)
 
     def token_tile(start, size, stats):
         tile = _vocabulary_sweep(
-            take(hidden, start, size, 0), weight, bias, take(labels, start, size, 0), options, zero
+            take(hidden, start, size, 0), weight, bias, take(labels, start, size, 0), options
         )
         return tuple(put(s, t, start, 0) for s, t in zip(stats, tile, strict=True))
 
@@ -116,9 +117,15 @@ def _per_token_bwd(options: FusedOptions, residuals, d_loss):
     offset = first_class(local_vocab, axis_name)
     dtype = accumulation_dtype(hidden, weight)
     operand = matmul_dtype(hidden, weight)
+    if untracked_shards(weight, axis_name):
+        # Under shard_map(check_vma=False) each device gets 1/n of a replicated
+        # loss's cotangent, and shard_map sums the cotangents of replicated
+        # inputs itself. The loss is a psum over the shards: its transpose, a
+        # psum of the cotangent, makes it whole again.
+        d_loss = jax.lax.psum(d_loss, axis_name)
     cotangent = per_token_cotangent(d_loss, status, dtype)
     scales = loss_scales(cotangent, lse, total_classes(local_vocab, axis_name), options)
-    zero = zero_like_logits(hidden, weight, dtype)
+    sources = (hidden, weight, bias, labels, lse, d_loss, *status)
 
     def vocab_block(start, width, carry):
         d_hidden, d_weight, d_bias = carry
@@ -149,8 +156,8 @@ def _per_token_bwd(options: FusedOptions, residuals, d_loss):
 
         block_init = (
             d_hidden,
-            jnp.zeros((weight.shape[0], width), dtype) + zero,
-            None if bias is None else jnp.zeros((width,), dtype) + zero,
+            varying_like(jnp.zeros((weight.shape[0], width), dtype), *sources),
+            None if bias is None else varying_like(jnp.zeros((width,), dtype), *sources),
         )
         d_hidden, d_w, d_b = for_each_slice(
             hidden.shape[0], options.token_block_size, token_tile, block_init
@@ -161,9 +168,9 @@ def _per_token_bwd(options: FusedOptions, residuals, d_loss):
         return d_hidden, d_weight, d_bias
 
     init = (
-        jnp.zeros(hidden.shape, dtype) + zero,
-        as_bits(jnp.zeros(weight.shape, weight.dtype) + zero.astype(weight.dtype)),
-        None if bias is None else jnp.zeros(bias.shape, bias.dtype) + zero.astype(bias.dtype),
+        varying_like(jnp.zeros(hidden.shape, dtype), *sources),
+        as_bits(varying_like(jnp.zeros(weight.shape, weight.dtype), *sources)),
+        None if bias is None else varying_like(jnp.zeros(bias.shape, bias.dtype), *sources),
     )
     d_hidden, d_weight, d_bias = for_each_slice(local_vocab, options.block_size, vocab_block, init)
     d_weight = from_bits(d_weight, weight.dtype)

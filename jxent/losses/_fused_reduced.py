@@ -24,10 +24,12 @@ from ._fused_kernels import (
     matmul_dtype,
     per_token_cotangent,
     put,
+    sum_over_sharers,
     take,
     tile_logit_gradient,
     tile_logits,
     token_status,
+    varying_like,
 )
 from ._fused_per_token import per_token_forward
 
@@ -90,11 +92,12 @@ def _reduced_fwd(hidden, weight, bias, labels, counted, options: FusedOptions, m
             d_bias = d_bias + jnp.sum(d_logits, axis=0)
         return loss_sum, d_hidden, d_weight, d_bias
 
+    sources = (hidden, weight, bias, labels, *status)
     init = (
-        jnp.zeros((), dtype),
-        jnp.zeros(hidden.shape, dtype),
-        jnp.zeros(weight.shape, dtype),
-        None if bias is None else jnp.zeros(bias.shape, dtype),
+        varying_like(jnp.zeros((), dtype), *sources),
+        varying_like(jnp.zeros(hidden.shape, dtype), *sources),
+        varying_like(jnp.zeros(weight.shape, dtype), *sources),
+        None if bias is None else varying_like(jnp.zeros(bias.shape, dtype), *sources),
     )
     loss_sum, d_hidden, d_weight, d_bias = for_each_slice(
         hidden.shape[0], options.token_block_size, token_tile, init
@@ -108,7 +111,10 @@ def _reduced_bwd(options, mean, residuals, d_loss):
     d_hidden, d_weight, d_bias, hidden, weight, bias = residuals
 
     def scaled(gradient, primal):
-        return (d_loss.astype(gradient.dtype) * gradient).astype(primal.dtype)
+        # Inside shard_map, an input shared by several devices (the weight
+        # across data shards) gets the sum of their contributions.
+        gradient = sum_over_sharers(d_loss.astype(gradient.dtype) * gradient, primal)
+        return gradient.astype(primal.dtype)
 
     return (
         scaled(d_hidden, hidden),
