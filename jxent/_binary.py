@@ -3,13 +3,15 @@
 import jax
 import jax.numpy as jnp
 
+from . import _inputs
 from . import _primitives as prim
-from ._checks import as_float_array, broadcast_pair, in_base
+from ._checks import in_base
 from ._zero_safe import zero_safe_mul
 
 
-def _pair(p, q) -> tuple[jax.Array, jax.Array]:
-    return broadcast_pair(as_float_array(p, "p"), as_float_array(q, "q"), ("p", "q"))
+def _finish(value: jax.Array, invalid: jax.Array, base: float | None) -> jax.Array:
+    # A probability outside [0, 1] (so a negative one for one of the events) is NaN.
+    return in_base(jnp.where(invalid, jnp.nan, value), base)
 
 
 def binary_entropy(p: jax.typing.ArrayLike, *, base: float | None = None) -> jax.Array:
@@ -33,8 +35,8 @@ def binary_entropy(p: jax.typing.ArrayLike, *, base: float | None = None) -> jax
       >>> jxent.binary_entropy(0.5, base=2)
       Array(1., dtype=float32)
     """
-    p = as_float_array(p, "p")
-    return in_base(-(prim._xlogx(p) + prim.xlog1py(1 - p, -p)), base)
+    (p,), invalid = _inputs.binary([p], ["p"])
+    return _finish(-(prim.xlogx_term(p) + prim.xlog1py(1 - p, -p)), invalid, base)
 
 
 def binary_cross_entropy(
@@ -59,15 +61,26 @@ def binary_cross_entropy(
       >>> jxent.binary_cross_entropy(1.0, 0.5, base=2)
       Array(1., dtype=float32)
     """
-    p, q = _pair(p, q)
-    return in_base(-(prim._xlogy(p, q) + prim.xlog1py(1 - p, -q)), base)
+    (p, q), invalid = _inputs.binary([p, q], ["p", "q"])
+    return _finish(-(prim.xlogy_term(p, q) + prim.xlog1py(1 - p, -q)), invalid, base)
 
 
 @jax.custom_jvp
 def _binary_kl(p: jax.Array, q: jax.Array) -> jax.Array:
-    # log((1-p)/(1-q)) = log1p((q-p)/(1-q)) keeps precision when p, q are small.
-    ratio_minus_one = jnp.where(p == q, jnp.zeros_like(p), (q - p) / (1 - q))
-    return prim.rel_entr(p, q) + prim.xlog1py(1 - p, ratio_minus_one)
+    # kl_term(p, q) + kl_term(1-p, 1-q): the -p + q and -(1-p) + (1-q) they
+    # add cancel, and each is >= 0, so the sum is never negative. The
+    # complement's is (1-q)·g(δ) with δ = (q-p)/(1-q) = (1-p)/(1-q) - 1 and
+    # g(δ) = (1+δ) log1p(δ) - δ: computed from p - q, not from 1 - p and 1 - q,
+    # it keeps its digits when p and q are small.
+    room = q < 1
+    delta = jnp.where((p == q) | ~room, jnp.zeros_like(p), (q - p) / jnp.where(room, 1 - q, 1.0))
+    complement = prim.xlog1py(1 - p, delta) - delta * (1 - q)
+    small = jnp.abs(delta) < 0.25
+    series = (1 - q) * prim.relative_excess_series(jnp.where(small, delta, 0.0))
+    complement = jnp.where(small, series, complement)
+    # q = 1: +inf unless p = 1 too.
+    complement = jnp.where(room, complement, prim.kl_term(1 - p, 1 - q))
+    return prim.kl_term(p, q) + complement
 
 
 @_binary_kl.defjvp
@@ -106,5 +119,5 @@ def binary_kl_divergence(
       >>> jxent.binary_kl_divergence(1.0, 0.5, base=2)
       Array(1., dtype=float32)
     """
-    p, q = _pair(p, q)
-    return in_base(_binary_kl(p, q), base)
+    (p, q), invalid = _inputs.binary([p, q], ["p", "q"])
+    return _finish(_binary_kl(p, q), invalid, base)

@@ -51,12 +51,19 @@ def broadcast_pair(
 
 def normalize_axis(axis: int | Sequence[int], ndim: int, name: str = "axis") -> tuple[int, ...]:
     """Return ``axis`` as a sorted tuple of non-negative ints."""
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        # A float, an array or a string is not an axis (a string is iterable).
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
     if not axes:
         raise ValueError(f"{name} must name at least one axis, got {axis!r}")
     normalized = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)):
+        # bool is an int to Python, but axis=True is a mistake, not axis 1.
+        if not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_)):
             raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
         if not -ndim <= a < ndim:
             raise ValueError(f"{name}={axis!r} is out of range for an array of rank {ndim}")
@@ -125,3 +132,17 @@ def label_status(
     ignored = jnp.zeros(labels.shape, bool) if ignore_index is None else labels == ignore_index
     invalid = ~ignored & ((labels < 0) | (labels >= num_classes))
     return ignored, invalid
+
+
+def is_traced(x: object) -> bool:
+    """Whether ``x`` is a JAX tracer: its value is unknown at trace time."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def check_ignore_index(ignore_index: object) -> int | None:
+    """``ignore_index`` as a Python int, or None; anything else raises TypeError."""
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, (int, np.integer)) and not isinstance(ignore_index, bool):
+        return int(ignore_index)
+    raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")

@@ -5,29 +5,25 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from . import _inputs
 from . import _primitives as prim
-from ._checks import (
-    as_float_array,
-    broadcast_pair,
-    class_mask,
-    in_base,
-    normalize_axis,
-    per_distribution,
-)
-from ._measures import paired_log_softmax
+from ._checks import in_base
 
 Axis = int | Sequence[int]
 
 
-def _reduce(p, q, beta, axes, mask, base):
-    beta = per_distribution(beta, "beta", p.shape, axes, p.dtype)
-    beta = jnp.broadcast_to(jnp.expand_dims(beta, axes), p.shape)
-    if mask is not None:
-        p, q = jnp.where(mask, p, 0.0), jnp.where(mask, q, 0.0)
-    terms = prim.skew_js_term(p, q, beta)
-    if mask is not None:
-        terms = jnp.where(mask, terms, 0.0)
-    return in_base(jnp.sum(terms, axis=axes), base)
+def _weight(beta, shape, axes, dtype) -> jax.Array:
+    """β checked against [0, 1] and broadcast over the classes."""
+    beta = _inputs.parameter(
+        beta,
+        "beta",
+        domain="in [0, 1]",
+        inside=lambda b: (b >= 0) & (b <= 1),
+        shape=shape,
+        axes=axes,
+        dtype=dtype,
+    )
+    return jnp.broadcast_to(jnp.expand_dims(beta, axes), shape)
 
 
 def generalized_js_divergence(
@@ -50,17 +46,23 @@ def generalized_js_divergence(
     ``beta`` may be a traced array; the gradient with respect to it is
     :math:`D(P\|M) - D(Q\|M)`.
 
+    Each class's share is ≥ 0 and summed as such, so the result is never
+    negative. The inputs are used as given, never renormalised (β = ½ is
+    :func:`js_divergence` on any input).
+
     Args:
       p: probabilities of P.
       q: probabilities of Q, broadcastable with ``p``.
-      beta: weight of P in the mixture, in [0, 1]; broadcastable to the result.
+      beta: weight of P in the mixture, in [0, 1]; broadcastable to the
+        result. A concrete value outside raises ValueError; a traced one
+        gives NaN (an error under the validation mode).
       axis: the class axis or axes.
       where: boolean mask of the classes to include.
       base: logarithm base; None means nats.
 
     Returns:
       The broadcast shape reduced over ``axis``, between 0 and the binary
-      entropy of β.
+      entropy of β for distributions; NaN for a negative or NaN probability.
 
     References:
       Agarwal et al., `On-Policy Distillation of Language Models
@@ -71,9 +73,10 @@ def generalized_js_divergence(
       >>> float(jxent.generalized_js_divergence([1.0, 0.0], [0.0, 1.0], 0.5, base=2))
       1.0
     """
-    p, q = broadcast_pair(as_float_array(p, "p"), as_float_array(q, "q"), ("p", "q"))
-    axes = normalize_axis(axis, p.ndim)
-    return _reduce(p, q, beta, axes, class_mask(where, p.shape), base)
+    dist = _inputs.probabilities([p, q], ["p", "q"], axis=axis, where=where, fill=[0.0, 0.0])
+    p, q = dist.arrays
+    beta = _weight(beta, p.shape, dist.axes, p.dtype)
+    return dist.finish(dist.total(prim.skew_js_term(p, q, beta)), base)
 
 
 def generalized_js_divergence_from_logits(
@@ -92,7 +95,8 @@ def generalized_js_divergence_from_logits(
     Args:
       p_logits: logits of P.
       q_logits: logits of Q, broadcastable with ``p_logits``.
-      beta: weight of P in the mixture, in [0, 1].
+      beta: weight of P in the mixture, in [0, 1] (see
+        :func:`generalized_js_divergence`).
       axis: the class axis or axes.
       where: boolean mask of the classes to include (excluded from both softmaxes).
       base: logarithm base; None means nats.
@@ -105,6 +109,7 @@ def generalized_js_divergence_from_logits(
       >>> float(jxent.generalized_js_divergence_from_logits(jnp.zeros(3), jnp.zeros(3), 0.3))
       0.0
     """
-    log_p, log_q, axes = paired_log_softmax(p_logits, q_logits, axis=axis, where=where)
+    log_p, log_q, axes = _inputs.log_softmax_pair(p_logits, q_logits, axis=axis, where=where)
     p, q = jnp.exp(log_p), jnp.exp(log_q)
-    return _reduce(p, q, beta, axes, None, base)
+    beta = _weight(beta, p.shape, axes, p.dtype)
+    return in_base(jnp.sum(prim.skew_js_term(p, q, beta), axis=axes), base)

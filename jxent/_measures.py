@@ -1,86 +1,17 @@
 """Entropy, cross-entropy, KL and Jensen–Shannon divergence (and binary cases)."""
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
+from . import _inputs
 from . import _primitives as prim
-from . import _validation
-from ._checks import as_float_array, broadcast_pair, class_mask, in_base, normalize_axis
+from ._checks import in_base
 from ._zero_safe import zero_safe_mul
 
 Axis = int | Sequence[int]
-
-
-def _reduce_probs(
-    term: Callable[..., jax.Array],
-    arrays: Sequence[jax.Array],
-    names: Sequence[str],
-    *,
-    axis: Axis,
-    where: jax.typing.ArrayLike | None,
-    base: float | None,
-    fill: Sequence[float],
-) -> jax.Array:
-    """Sum an elementwise ``term`` of probability arrays over the class axes."""
-    input_dtypes = [jnp.asarray(a).dtype for a in arrays]
-    floats = [as_float_array(a, n) for a, n in zip(arrays, names)]
-    if len(floats) == 2:
-        floats = list(broadcast_pair(*floats, tuple(names)))
-    shape = floats[0].shape
-    axes = normalize_axis(axis, len(shape))
-    mask = class_mask(where, shape)
-    for a, name, dtype in zip(floats, names, input_dtypes):
-        _validation.check_probabilities(a, name, axes=axes, mask=mask, input_dtype=dtype)
-    # A negative probability makes the whole result NaN, never a plausible number.
-    negative = [a < 0 if mask is None else mask & (a < 0) for a in floats]
-    negative = jnp.any(functools.reduce(jnp.logical_or, negative), axis=axes)
-    if mask is not None:
-        # Masked entries are replaced by harmless values so that garbage there
-        # (NaN, negatives) reaches neither the value nor the gradient.
-        floats = [jnp.where(mask, a, jnp.asarray(v, a.dtype)) for a, v in zip(floats, fill)]
-    terms = term(*floats)
-    if mask is not None:
-        terms = jnp.where(mask, terms, jnp.zeros_like(terms))
-    total = jnp.where(negative, jnp.nan, jnp.sum(terms, axis=axes))
-    return in_base(total, base)
-
-
-def _masked_logits(
-    logits: jax.typing.ArrayLike,
-    name: str,
-    *,
-    axis: Axis,
-    where: jax.typing.ArrayLike | None,
-) -> tuple[jax.Array, tuple[int, ...]]:
-    """Logits with masked classes at ``-inf`` (out of the softmax), and the class axes."""
-    logits = as_float_array(logits, name)
-    _validation.check_no_nan(logits, name)
-    axes = normalize_axis(axis, logits.ndim)
-    mask = class_mask(where, logits.shape)
-    if mask is not None:
-        logits = jnp.where(mask, logits, -jnp.inf)
-    return logits, axes
-
-
-def paired_log_softmax(
-    p_logits: jax.typing.ArrayLike,
-    q_logits: jax.typing.ArrayLike,
-    *,
-    axis: Axis,
-    where: jax.typing.ArrayLike | None,
-) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
-    """Log-softmaxes of two broadcast logit arrays, masked alike, and the class axes."""
-    p_logits, q_logits = broadcast_pair(
-        as_float_array(p_logits, "p_logits"),
-        as_float_array(q_logits, "q_logits"),
-        ("p_logits", "q_logits"),
-    )
-    p_logits, axes = _masked_logits(p_logits, "p_logits", axis=axis, where=where)
-    q_logits, _ = _masked_logits(q_logits, "q_logits", axis=axis, where=where)
-    return prim.log_softmax(p_logits, axes), prim.log_softmax(q_logits, axes), axes
 
 
 def entropy(
@@ -96,7 +27,7 @@ def entropy(
       H(P) = -\sum_i p_i \log p_i, \qquad 0 \log 0 = 0
 
     The gradient is :math:`-(\log p_i + 1)`, ``+inf`` at :math:`p_i = 0` (its
-    true value) and never NaN.
+    true value) and never NaN. ``probs`` is used as given, never renormalised.
 
     Args:
       probs: probabilities, classes along ``axis``.
@@ -105,16 +36,17 @@ def entropy(
       base: logarithm base; None means nats, 2 means bits.
 
     Returns:
-      ``probs`` reduced over ``axis``, in float32 for 16-bit inputs.
+      ``probs`` reduced over ``axis``, in float32 for 16-bit inputs; NaN for
+      a distribution with a negative or NaN probability.
 
     Examples:
       >>> import jxent
       >>> jxent.entropy([0.5, 0.5, 0.0], base=2)
       Array(1., dtype=float32)
     """
-    return _reduce_probs(
-        lambda p: -prim._xlogx(p), [probs], ["probs"], axis=axis, where=where, base=base, fill=[0]
-    )
+    dist = _inputs.probabilities([probs], ["probs"], axis=axis, where=where, fill=[0.0])
+    (p,) = dist.arrays
+    return dist.finish(dist.total(-prim.xlogx_term(p)), base)
 
 
 def cross_entropy(
@@ -142,22 +74,17 @@ def cross_entropy(
       base: logarithm base; None means nats.
 
     Returns:
-      The broadcast shape reduced over ``axis``.
+      The broadcast shape reduced over ``axis``; NaN for a distribution with
+      a negative or NaN probability.
 
     Examples:
       >>> import jxent
       >>> jxent.cross_entropy([1.0, 0.0], [0.5, 0.0], base=2)
       Array(1., dtype=float32)
     """
-    return _reduce_probs(
-        lambda a, b: -prim._xlogy(a, b),
-        [p, q],
-        ["p", "q"],
-        axis=axis,
-        where=where,
-        base=base,
-        fill=[0, 1],
-    )
+    dist = _inputs.probabilities([p, q], ["p", "q"], axis=axis, where=where, fill=[0.0, 1.0])
+    p, q = dist.arrays
+    return dist.finish(dist.total(-prim.xlogy_term(p, q)), base)
 
 
 def kl_divergence(
@@ -171,10 +98,15 @@ def kl_divergence(
     r"""Kullback–Leibler divergence :math:`D(P \| Q)` from probabilities.
 
     .. math::
-      D(P \| Q) = \sum_i p_i \log \frac{p_i}{q_i} \ge 0
+      D(P \| Q) = \sum_i p_i \log \frac{p_i}{q_i} - p_i + q_i \ge 0
 
-    Each term is computed as :math:`p_i \log(p_i / q_i)` (one rounding of the
-    quotient), not as a difference of two logs that cancels when P ≈ Q.
+    On distributions the :math:`-p_i + q_i` add up to 0 and this is
+    :math:`\sum_i p_i \log(p_i/q_i)`; on values that do not sum to 1 it is
+    the generalized KL divergence (SciPy's ``kl_div``, optax's
+    ``generalized_kl_divergence``), still ≥ 0 and 0 only at P = Q. Every term
+    is ≥ 0 and summed as a series where :math:`p_i ≈ q_i`, so the result is
+    never negative, not even by rounding. :math:`\partial / \partial q_i =
+    1 - p_i / q_i`.
 
     Args:
       p: probabilities of P.
@@ -185,16 +117,16 @@ def kl_divergence(
 
     Returns:
       The broadcast shape reduced over ``axis``; ``+inf`` where Q misses
-      P's support.
+      P's support, NaN for a negative or NaN probability.
 
     Examples:
       >>> import jxent
       >>> jxent.kl_divergence([1.0, 0.0], [0.5, 0.5], base=2)
       Array(1., dtype=float32)
     """
-    return _reduce_probs(
-        prim.rel_entr, [p, q], ["p", "q"], axis=axis, where=where, base=base, fill=[0, 1]
-    )
+    dist = _inputs.probabilities([p, q], ["p", "q"], axis=axis, where=where, fill=[0.0, 1.0])
+    p, q = dist.arrays
+    return dist.finish(dist.total(prim.kl_term(p, q)), base)
 
 
 def js_divergence(
@@ -210,6 +142,9 @@ def js_divergence(
     .. math::
       JS(P, Q) = \tfrac12 D(P \| M) + \tfrac12 D(Q \| M), \quad M = \tfrac12 (P + Q)
 
+    Each class's share is ≥ 0 and summed as such, so the result is never
+    negative. On values that do not sum to 1 the formula is applied as given.
+
     Args:
       p: probabilities of P.
       q: probabilities of Q, broadcastable with ``p``.
@@ -218,22 +153,17 @@ def js_divergence(
       base: logarithm base; None means nats (base 2 bounds it by 1).
 
     Returns:
-      The broadcast shape reduced over ``axis``.
+      The broadcast shape reduced over ``axis``; NaN for a negative or NaN
+      probability.
 
     Examples:
       >>> import jxent
       >>> jxent.js_divergence([1.0, 0.0], [0.0, 1.0], base=2)
       Array(1., dtype=float32)
     """
-    return _reduce_probs(
-        lambda a, b: prim.skew_js_term(a, b, jnp.full_like(a, 0.5)),
-        [p, q],
-        ["p", "q"],
-        axis=axis,
-        where=where,
-        base=base,
-        fill=[0, 0],
-    )
+    dist = _inputs.probabilities([p, q], ["p", "q"], axis=axis, where=where, fill=[0.0, 0.0])
+    p, q = dist.arrays
+    return dist.finish(dist.total(prim.skew_js_term(p, q, jnp.full_like(p, 0.5))), base)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -283,7 +213,7 @@ def entropy_from_logits(
       >>> jxent.entropy_from_logits(jnp.array([0.0, 0.0, -jnp.inf]), base=2)
       Array(1., dtype=float32)
     """
-    logits, axes = _masked_logits(logits, "logits", axis=axis, where=where)
+    logits, axes = _inputs.logits(logits, "logits", axis=axis, where=where)
     return in_base(_entropy_of_logits(logits, axes), base)
 
 
@@ -302,7 +232,7 @@ def cross_entropy_from_logits(
       \frac{\partial H}{\partial z_j} = q_j \textstyle\sum_i p_i - p_j
 
     Args:
-      p: target probabilities.
+      p: target probabilities, used as given (NaN where one is negative).
       q_logits: logits of Q, broadcastable with ``p``; ``-inf`` is a
         zero-probability class.
       axis: the class axis or axes.
@@ -317,14 +247,58 @@ def cross_entropy_from_logits(
       >>> jxent.cross_entropy_from_logits([1.0, 0.0], [0.0, 0.0], base=2)
       Array(1., dtype=float32)
     """
-    p, q_logits = broadcast_pair(
-        as_float_array(p, "p"), as_float_array(q_logits, "q_logits"), ("p", "q_logits")
+    dist, log_q = _inputs.probabilities_and_logits(p, q_logits, axis=axis, where=where)
+    (p,) = dist.arrays
+    return dist.finish(dist.total(-zero_safe_mul(p, log_q)), base)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _kl_of_logits(a: jax.Array, b: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """Σ p log(p/q) - p + q over the classes of two softmaxes; every term >= 0.
+
+    On two distributions the -p + q terms add up to 0, so this is the KL
+    divergence; term by term they make each class's share non-negative,
+    where Σ p log(p/q) alone is a sum of both signs that rounding can leave
+    below 0 when P ≈ Q. A class outside P's support adds q; an empty P, 0.
+    """
+    shifted_a, log_rest_a = prim.shifted_logits(a, axes)
+    shifted_b, log_rest_b = prim.shifted_logits(b, axes)
+    p, q = jnp.exp(shifted_a - log_rest_a), jnp.exp(shifted_b - log_rest_b)
+    # P's support is where p > 0 in floating point: a class whose p underflows
+    # adds nothing, as in cross_entropy_from_logits (H(P, Q) = H(P) + D(P‖Q)).
+    support = p > 0
+    covered = support & (b > -jnp.inf)
+    # log p - log q with the two normalisers subtracted once for the row: an
+    # error there shifts every x alike, which the terms feel only to second
+    # order; the shifted logits of classes near the peak are exact.
+    x = jnp.where(covered, shifted_a, 0.0) - jnp.where(covered, shifted_b, 0.0)
+    x = jnp.where(covered, x - (log_rest_a - log_rest_b), jnp.where(support, jnp.inf, 0.0))
+    terms = jnp.where(support, prim.log_ratio_excess(p, q, x, jnp.ones((), a.dtype)), q)
+    return jnp.where(jnp.any(support, axis=axes), jnp.sum(terms, axis=axes), 0.0)
+
+
+@_kl_of_logits.defjvp
+def _kl_of_logits_jvp(axes, primals, tangents):
+    (a, b), (da, db) = primals, tangents
+    value = _kl_of_logits(a, b, axes)
+    log_p, log_q = prim.log_softmax(a, axes), prim.log_softmax(b, axes)
+    p, q = jnp.exp(log_p), jnp.exp(log_q)
+    support = p > 0
+    # dD/da_j = p_j (log p_j - log q_j - D): 0 off P's support; when Q misses
+    # part of it (D = +inf), -inf where q_j > 0 and +inf where q_j = 0.
+    log_ratio = jnp.where(support, log_p, 0.0) - jnp.where(support, log_q, 0.0)
+    d = jnp.expand_dims(value, axes)
+    finite_d = jnp.isfinite(d)
+    gap = jnp.where(
+        finite_d,
+        log_ratio - jnp.where(finite_d, d, 0.0),
+        jnp.where(jnp.isposinf(log_ratio), jnp.inf, -jnp.inf),
     )
-    q_logits, axes = _masked_logits(q_logits, "q_logits", axis=axis, where=where)
-    if where is not None:
-        p = jnp.where(class_mask(where, p.shape), p, jnp.zeros_like(p))
-    log_q = prim.log_softmax(q_logits, axes)
-    return in_base(-jnp.sum(zero_safe_mul(p, log_q), axis=axes), base)
+    slope_a = zero_safe_mul(p, jnp.where(support, gap, 0.0))
+    # dD/db_j = q_j - p_j (0 for an empty P, whose divergence is 0 throughout).
+    slope_b = jnp.where(jnp.any(support, axis=axes, keepdims=True), q - p, 0.0)
+    tangent = zero_safe_mul(slope_a, da) + zero_safe_mul(slope_b, db)
+    return value, jnp.sum(tangent, axis=axes)
 
 
 def kl_divergence_from_logits(
@@ -349,17 +323,17 @@ def kl_divergence_from_logits(
       where: boolean mask of the classes to include (excluded from both softmaxes).
       base: logarithm base; None means nats.
 
+    Computed as :math:`\sum_i p_i \log(p_i/q_i) - p_i + q_i`, whose terms are
+    each non-negative: the result is never below 0, even when P ≈ Q.
+
     Returns:
-      The broadcast shape reduced over ``axis``.
+      The broadcast shape reduced over ``axis``, ``>= 0``.
 
     Examples:
       >>> import jax.numpy as jnp, jxent
       >>> jxent.kl_divergence_from_logits(jnp.array([0.0, -jnp.inf]), jnp.array([0.0, 0.0]), base=2)
       Array(1., dtype=float32)
     """
-    log_p, log_q, axes = paired_log_softmax(p_logits, q_logits, axis=axis, where=where)
-    probs = jnp.exp(log_p)
-    # Where p_j = 0 the log difference may be -inf - -inf; it is multiplied by
-    # zero, so replace it before it can become a NaN in either mode.
-    log_diff = jnp.where(probs > 0, log_p - log_q, jnp.zeros_like(log_p))
-    return in_base(jnp.sum(zero_safe_mul(probs, log_diff), axis=axes), base)
+    p_logits, q_logits, axes = _inputs.logit_pair(p_logits, q_logits, axis=axis, where=where)
+    value = _kl_of_logits(p_logits, q_logits, axes)
+    return in_base(_inputs.nan_where_nan(value, [p_logits, q_logits], axes), base)

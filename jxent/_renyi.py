@@ -1,6 +1,6 @@
 """Rényi entropy and divergence, continuous through α = 1 and exact at 0 and ∞.
 
-Both are written as a cumulant generating function divided by ε = α − 1:
+On distributions both are a cumulant generating function divided by ε = α − 1:
 
   H_α(P) = -K(ε)/ε,  K(ε) = log E_P[e^{ε log p}]
   D_α(P‖Q) = K(ε)/ε,  K(ε) = log E_P[e^{ε log(p/q)}]
@@ -8,6 +8,20 @@ Both are written as a cumulant generating function divided by ε = α − 1:
 Away from α = 1 that is a log-sum-exp. Near it, K(ε)/ε = U·ψ(εU) with
 U = E[x·φ(εx)], φ(x) = expm1(x)/x and ψ(y) = log1p(y)/y, which has no 0/0 and
 a finite derivative in α at α = 1, where it is Shannon's entropy or KL.
+
+Inputs are never renormalised (see _inputs). With masses s = Σp and t = Σq,
+the expectation is over the weights p/s of the values as given:
+
+  H_α(P) = -s K(ε)/ε,             K(ε) = log Σ (p/s) p^ε
+  D_α(P‖Q) = s K(ε)/ε + t - s,    K(ε) = log Σ (p/s) (p/q)^ε
+
+so that α = 1 gives -Σ p log p and Σ p log(p/q) - p + q, what `entropy` and
+`kl_divergence` compute on the same values, and D_α >= 0 for every α.
+
+The divergence, wherever it is near 0, is summed as C ψ(εy) + δ(ψ(εy) - 1) + m
+with y = (C + δ)/s, C = Σ p h(log(p/q)) a sum of non-negative terms
+(`log_ratio_excess`), δ = Σ (p - q) over P's support and m the mass of Q
+outside it: the same value, with no cancellation between terms of both signs.
 """
 
 from collections.abc import Sequence
@@ -15,16 +29,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from ._checks import (
-    as_float_array,
-    broadcast_pair,
-    class_mask,
-    in_base,
-    normalize_axis,
-    per_distribution,
-)
-from ._measures import _masked_logits, paired_log_softmax
-from ._primitives import log_softmax
+from . import _inputs
+from ._checks import in_base
+from ._primitives import exprel, log_ratio, log_ratio_excess, log_softmax
 from ._zero_safe import zero_safe_mul
 
 Axis = int | Sequence[int]
@@ -33,20 +40,21 @@ Axis = int | Sequence[int]
 _SERIES_RADIUS = 0.25
 
 
-def _exprel(x: jax.Array) -> jax.Array:
-    """expm1(x) / x, 1 at 0, with an accurate derivative near 0."""
-    small = jnp.abs(x) < 1e-2
-    safe = jnp.where(small, 1.0, x)
-    series = 1 + x * (1 / 2 + x * (1 / 6 + x * (1 / 24 + x * (1 / 120 + x / 720))))
-    return jnp.where(small, series, jnp.expm1(safe) / safe)
+def _log1p_ratio_minus_one(y: jax.Array) -> jax.Array:
+    """log1p(y)/y - 1, 0 at 0, accurate near 0 (where it is about -y/2)."""
+    small = jnp.abs(y) < 1e-2
+    safe = jnp.where(small, 1.0, y)
+    ys = jnp.where(small, y, 0.0)
+    # log1p(y)/y - 1 = -y (1/2 - y (1/3 - y (1/4 - ...))), to y^8.
+    series = jnp.zeros_like(ys)
+    for k in range(10, 1, -1):
+        series = 1 / k - ys * series
+    return jnp.where(small, -ys * series, jnp.log1p(safe) / safe - 1)
 
 
 def _log1p_ratio(y: jax.Array) -> jax.Array:
     """log1p(y) / y, 1 at 0, with an accurate derivative near 0."""
-    small = jnp.abs(y) < 1e-2
-    safe = jnp.where(small, 1.0, y)
-    series = 1 - y * (1 / 2 - y * (1 / 3 - y * (1 / 4 - y * (1 / 5 - y / 6))))
-    return jnp.where(small, series, jnp.log1p(safe) / safe)
+    return 1 + _log1p_ratio_minus_one(y)
 
 
 def _log_sum_exp(x: jax.Array, keep: jax.Array, axes: tuple[int, ...]) -> jax.Array:
@@ -56,6 +64,28 @@ def _log_sum_exp(x: jax.Array, keep: jax.Array, axes: tuple[int, ...]) -> jax.Ar
     peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0))
     total = jnp.sum(jnp.where(keep, jnp.exp(x - peak), 0), axis=axes)
     return jnp.squeeze(peak, axes) + jnp.log(total)
+
+
+def _log_sum_exp_ratio(log_weights, values, epsilon, keep, axes) -> jax.Array:
+    """log Σ_keep w e^{εx} / ε, the direct form of K(ε)/ε away from ε = 0.
+
+    ``x = +inf`` adds +inf for ε > 0 and nothing for ε < 0. Where ε is 0 or
+    infinite the result is a placeholder (the caller uses another form).
+    """
+    safe_epsilon = jnp.where((epsilon == 0) | jnp.isinf(epsilon), 1.0, epsilon)
+    eps_cols = jnp.expand_dims(safe_epsilon, axes)
+    finite_x = jnp.isfinite(values) & keep
+    exponent = jnp.where(
+        finite_x,
+        jnp.where(keep, log_weights, 0.0) + eps_cols * jnp.where(finite_x, values, 0.0),
+        jnp.where(eps_cols > 0, jnp.inf, -jnp.inf),
+    )
+    return _log_sum_exp(exponent, keep, axes) / safe_epsilon
+
+
+def _extreme(values, keep, axes) -> jax.Array:
+    """K(ε)/ε at α = ∞: the largest x."""
+    return jnp.max(jnp.where(keep, values, -jnp.inf), axis=axes)
 
 
 def _cumulant_ratio(log_weights, values, alpha, keep, axes):
@@ -78,7 +108,7 @@ def _cumulant_ratio(log_weights, values, alpha, keep, axes):
     negative_eps = jnp.where(eps_cols < 0, eps_cols, -1.0)
     scaled = jnp.where(
         finite_x,
-        safe_x * _exprel(eps_cols * safe_x),
+        safe_x * exprel(eps_cols * safe_x),
         jnp.where(eps_cols < 0, -1 / negative_eps, jnp.inf),
     )
     mean = jnp.sum(zero_safe_mul(weights, jnp.where(keep, scaled, 0.0)), axis=axes)
@@ -89,12 +119,7 @@ def _cumulant_ratio(log_weights, values, alpha, keep, axes):
     # Log-sum-exp form away from α = 1 (α = 0 included).
     eps_far = jnp.where(near_one | infinite, 1.0, epsilon)
     eps_far_cols = jnp.expand_dims(eps_far, axes)
-    exponent = jnp.where(
-        finite_x,
-        jnp.where(keep, log_weights, 0.0) + eps_far_cols * safe_x,
-        jnp.where(eps_far_cols > 0, jnp.inf, -jnp.inf),
-    )
-    direct = _log_sum_exp(exponent, keep, axes) / eps_far
+    direct = _log_sum_exp_ratio(log_weights, values, eps_far, keep, axes)
     # When K is near 0 its log-sum-exp, the log of a sum near 1, loses the
     # digits of the result: K = log1p(Σ w expm1(εx) / Σ w) keeps them.
     lifted = jnp.where(
@@ -110,28 +135,76 @@ def _cumulant_ratio(log_weights, values, alpha, keep, axes):
     use_log1p = jnp.all(bounded | ~keep, axis=axes) & (jnp.abs(ratio) < 0.5)
     direct = jnp.where(use_log1p, jnp.log1p(jnp.where(use_log1p, ratio, 0.0)) / eps_far, direct)
 
-    # α = ∞: the largest x.
-    extreme = jnp.max(jnp.where(keep, values, -jnp.inf), axis=axes)
-    value = jnp.where(near_one, series, jnp.where(infinite, extreme, direct))
+    value = jnp.where(near_one, series, jnp.where(infinite, _extreme(values, keep, axes), direct))
     # An empty distribution (nothing kept) has Rényi entropy 0.
     return jnp.where(jnp.any(keep, axis=axes), value, 0.0)
 
 
-def _log_probs(probs: jax.Array, axes, mask) -> tuple[jax.Array, jax.Array]:
-    """Normalised log-probabilities (0 off the support) and the support."""
-    if mask is not None:
-        probs = jnp.where(mask, probs, 0.0)
-    support = probs > 0
-    if mask is not None:
-        support &= mask
-    total = jnp.sum(probs, axis=axes, keepdims=True)
-    log_total = jnp.log(jnp.where(total > 0, total, 1.0))
-    safe = jnp.where(support, probs, 1.0)
-    return jnp.where(support, jnp.log(safe) - log_total, 0.0), support
+def _order(alpha, shape, axes, dtype) -> jax.Array:
+    """α checked against [0, ∞] and broadcast to the result shape."""
+    return _inputs.parameter(
+        alpha,
+        "alpha",
+        domain=">= 0 (jnp.inf included)",
+        inside=lambda a: a >= 0,
+        shape=shape,
+        axes=axes,
+        dtype=dtype,
+    )
 
 
-def _nan_for_negative(value, probs, axes):
-    return jnp.where(jnp.any(probs < 0, axis=axes), jnp.nan, value)
+def _log_weights(log_p, support, mass, axes) -> jax.Array:
+    """log(p/s) on the support, 0 off it; ``log_p`` is 0 off the support."""
+    log_mass = jnp.expand_dims(jnp.log(jnp.where(mass > 0, mass, 1.0)), axes)
+    return jnp.where(support, log_p - log_mass, 0.0)
+
+
+def _entropy(log_p, support, mass, alpha, axes) -> jax.Array:
+    """-s K(ε)/ε, K(ε) = log Σ (p/s) e^{ε log p}; ``log_p`` is 0 off the support."""
+    log_weights = _log_weights(log_p, support, mass, axes)
+    return -mass * _cumulant_ratio(log_weights, log_p, alpha, support, axes)
+
+
+def _divergence(p, q, x, log_p, support, sums, alpha, axes) -> jax.Array:
+    """s K(ε)/ε + t - s, K(ε) = log Σ (p/s) e^{ε x}, x = log(p/q) on P's support.
+
+    ``sums`` are s, δ = Σ (p - q) over P's support and the mass of Q outside
+    it, so that t - s = off_support - δ. ``log_p`` is 0 off the support.
+    """
+    mass, delta, off_support = sums
+    epsilon = alpha - 1
+    finite_alpha = jnp.isfinite(alpha)
+    safe_epsilon = jnp.where(finite_alpha, epsilon, 0.0)
+    eps_cols = jnp.expand_dims(safe_epsilon, axes)
+    # Excess form, for α near 1 and wherever D is near 0 (see the module doc).
+    finite_x = support & jnp.isfinite(x)
+    bounded = jnp.where(finite_x, eps_cols * jnp.where(finite_x, x, 0.0), 0.0) < 50
+    alpha_cols = jnp.expand_dims(jnp.where(finite_alpha, alpha, 1.0), axes)
+    terms = log_ratio_excess(p, q, jnp.where(bounded, x, 0.0), alpha_cols)
+    excess = jnp.sum(jnp.where(support, terms, 0.0), axis=axes)
+    infinite = jnp.isposinf(excess)
+    excess = jnp.where(infinite, 0.0, excess)
+    z = safe_epsilon * (excess + delta) / jnp.where(mass > 0, mass, 1.0)
+    # z <= -1 only when Q gives P's support no mass (α < 1): D = +inf.
+    reachable = z > -1
+    psi_minus_one = _log1p_ratio_minus_one(jnp.where(reachable, z, 0.0))
+    small = excess * (1 + psi_minus_one) + delta * psi_minus_one + off_support
+    small = jnp.where(infinite | ~reachable, jnp.inf, small)
+    all_bounded = jnp.all(bounded | ~support, axis=axes)
+    use_small = all_bounded & ((jnp.abs(epsilon) < _SERIES_RADIUS) | (jnp.abs(z) < 0.5))
+    # Log-sum-exp form otherwise (α = 0 and ∞ included): K is then far from
+    # 0 (or some e^{εx} would overflow), and K/ε loses nothing, near α = 1 too.
+    log_weights = _log_weights(log_p, support, mass, axes)
+    ratio = _log_sum_exp_ratio(log_weights, x, epsilon, support, axes)
+    ratio = jnp.where(finite_alpha, ratio, _extreme(x, support, axes))
+    ratio = jnp.where(jnp.any(support, axis=axes), ratio, 0.0)
+    far = mass * ratio + off_support - delta
+    return jnp.where(finite_alpha & use_small, small, far)
+
+
+def _nan_for_nan_order(value, alpha):
+    # A traced order outside its domain arrives as NaN (see _inputs.parameter).
+    return jnp.where(jnp.isnan(alpha), jnp.nan, value)
 
 
 def renyi_entropy(
@@ -151,17 +224,24 @@ def renyi_entropy(
     there; α = 0 gives the log of the support size, α = 2 the collision
     entropy, α = ∞ the min-entropy :math:`-\log \max_i p_i`. ``alpha`` may be
     a traced array (learned, or swept with ``vmap``); terms with
-    :math:`p_i = 0` drop out. The distribution is taken as normalised.
+    :math:`p_i = 0` drop out.
+
+    ``probs`` is used as given, never renormalised: with :math:`s = \sum_i
+    p_i` it is :math:`\frac{s}{1-\alpha} \log \frac{\sum_i p_i^\alpha}{s}`,
+    which at α = 1 is :math:`-\sum_i p_i \log p_i`, :func:`entropy` of the
+    same values.
 
     Args:
       probs: probabilities, classes along ``axis``.
-      alpha: order, ``>= 0`` (``jnp.inf`` allowed); broadcastable to the result.
+      alpha: order, ``>= 0`` (``jnp.inf`` allowed); broadcastable to the
+        result. A concrete value outside raises ValueError; a traced one
+        gives NaN (an error under the validation mode).
       axis: the class axis or axes.
       where: boolean mask of the classes to include.
       base: logarithm base; None means nats.
 
     Returns:
-      ``probs`` reduced over ``axis``.
+      ``probs`` reduced over ``axis``; NaN for a negative or NaN probability.
 
     Examples:
       >>> import jax.numpy as jnp, jxent
@@ -169,13 +249,13 @@ def renyi_entropy(
       >>> [round(float(jxent.renyi_entropy(p, a, base=2)), 4) for a in (0.0, 1.0, 2.0, jnp.inf)]
       [1.585, 1.5, 1.415, 1.0]
     """
-    probs = as_float_array(probs, "probs")
-    axes = normalize_axis(axis, probs.ndim)
-    mask = class_mask(where, probs.shape)
-    log_p, support = _log_probs(probs, axes, mask)
-    alpha = per_distribution(alpha, "alpha", probs.shape, axes, probs.dtype)
-    value = -_cumulant_ratio(log_p, log_p, alpha, support, axes)
-    return in_base(_nan_for_negative(value, probs, axes), base)
+    dist = _inputs.probabilities([probs], ["probs"], axis=axis, where=where, fill=[0.0])
+    (p,) = dist.arrays
+    alpha = _order(alpha, p.shape, dist.axes, p.dtype)
+    support = p > 0
+    log_p = jnp.where(support, jnp.log(jnp.where(support, p, 1.0)), 0.0)
+    value = _entropy(log_p, support, dist.total(p), alpha, dist.axes)
+    return dist.finish(_nan_for_nan_order(value, alpha), base)
 
 
 def renyi_divergence(
@@ -197,32 +277,47 @@ def renyi_divergence(
     max-divergence :math:`\log \max_i p_i/q_i`. Non-negative and
     non-decreasing in α; ``+inf`` for α ≥ 1 when Q misses P's support.
 
+    The inputs are used as given, never renormalised: with :math:`s = \sum_i
+    p_i`, :math:`t = \sum_i q_i` it is :math:`\frac{s}{\alpha-1} \log
+    \frac{\sum_i p_i^\alpha q_i^{1-\alpha}}{s} + t - s`, ≥ 0 for any
+    non-negative input, and at α = 1 :math:`\sum_i p_i \log(p_i/q_i) - p_i +
+    q_i`, :func:`kl_divergence` of the same values. Where it is near 0 it is
+    summed from non-negative terms, so it is never negative.
+
     Args:
       p: probabilities of P.
       q: probabilities of Q, broadcastable with ``p``.
-      alpha: order, ``>= 0`` (``jnp.inf`` allowed); broadcastable to the result.
+      alpha: order, ``>= 0`` (``jnp.inf`` allowed); broadcastable to the
+        result. A concrete value outside raises ValueError; a traced one
+        gives NaN (an error under the validation mode).
       axis: the class axis or axes.
       where: boolean mask of the classes to include.
       base: logarithm base; None means nats.
 
     Returns:
-      The broadcast shape reduced over ``axis``.
+      The broadcast shape reduced over ``axis``; NaN for a negative or NaN
+      probability.
 
     Examples:
       >>> import jax.numpy as jnp, jxent
       >>> float(jxent.renyi_divergence(jnp.array([1.0, 0.0]), jnp.array([0.5, 0.5]), 2.0, base=2))
       1.0
     """
-    p, q = broadcast_pair(as_float_array(p, "p"), as_float_array(q, "q"), ("p", "q"))
-    axes = normalize_axis(axis, p.ndim)
-    mask = class_mask(where, p.shape)
-    log_p, support = _log_probs(p, axes, mask)
-    log_q, q_support = _log_probs(q, axes, mask)
-    log_ratio = jnp.where(q_support, log_p - log_q, jnp.inf)
-    alpha = per_distribution(alpha, "alpha", p.shape, axes, p.dtype)
-    value = _cumulant_ratio(log_p, log_ratio, alpha, support, axes)
-    value = _nan_for_negative(_nan_for_negative(value, p, axes), q, axes)
-    return in_base(value, base)
+    dist = _inputs.probabilities([p, q], ["p", "q"], axis=axis, where=where, fill=[0.0, 0.0])
+    p, q = dist.arrays
+    alpha = _order(alpha, p.shape, dist.axes, p.dtype)
+    support = p > 0
+    covered = support & (q > 0)
+    ratio = log_ratio(jnp.where(covered, p, 1.0), jnp.where(covered, q, 1.0))
+    x = jnp.where(covered, ratio, jnp.where(support, jnp.inf, 0.0))
+    log_p = jnp.where(support, jnp.log(jnp.where(support, p, 1.0)), 0.0)
+    sums = (
+        dist.total(p),
+        dist.total(jnp.where(support, p - q, 0.0)),
+        dist.total(jnp.where(support, 0.0, q)),
+    )
+    value = _divergence(p, q, x, log_p, support, sums, alpha, dist.axes)
+    return dist.finish(_nan_for_nan_order(value, alpha), base)
 
 
 def renyi_entropy_from_logits(
@@ -240,7 +335,7 @@ def renyi_entropy_from_logits(
 
     Args:
       logits: unnormalised log-probabilities.
-      alpha: order, ``>= 0``; broadcastable to the result.
+      alpha: order, ``>= 0`` (see :func:`renyi_entropy`); broadcastable to the result.
       axis: the class axis or axes.
       where: boolean mask of the classes to include (excluded from the softmax).
       base: logarithm base; None means nats.
@@ -253,12 +348,13 @@ def renyi_entropy_from_logits(
       >>> float(jxent.renyi_entropy_from_logits(jnp.array([0.0, 0.0, -jnp.inf]), 3.0, base=2))
       1.0
     """
-    logits, axes = _masked_logits(logits, "logits", axis=axis, where=where)
+    logits, axes = _inputs.logits(logits, "logits", axis=axis, where=where)
     log_p = log_softmax(logits, axes)
     support = log_p > -jnp.inf
-    alpha = per_distribution(alpha, "alpha", logits.shape, axes, logits.dtype)
-    log_p = jnp.where(support, log_p, 0.0)
-    return in_base(-_cumulant_ratio(log_p, log_p, alpha, support, axes), base)
+    alpha = _order(alpha, logits.shape, axes, logits.dtype)
+    value = _entropy(jnp.where(support, log_p, 0.0), support, jnp.ones_like(alpha), alpha, axes)
+    value = _inputs.nan_where_nan(value, [logits], axes)
+    return in_base(_nan_for_nan_order(value, alpha), base)
 
 
 def renyi_divergence_from_logits(
@@ -277,7 +373,7 @@ def renyi_divergence_from_logits(
     Args:
       p_logits: logits of P.
       q_logits: logits of Q, broadcastable with ``p_logits``.
-      alpha: order, ``>= 0``; broadcastable to the result.
+      alpha: order, ``>= 0`` (see :func:`renyi_divergence`); broadcastable to the result.
       axis: the class axis or axes.
       where: boolean mask of the classes to include (excluded from both softmaxes).
       base: logarithm base; None means nats.
@@ -291,11 +387,19 @@ def renyi_divergence_from_logits(
       >>> round(float(d), 6)  # log 2: Q puts half its mass on P's support
       0.693147
     """
-    log_p, log_q, axes = paired_log_softmax(p_logits, q_logits, axis=axis, where=where)
-    support = log_p > -jnp.inf
-    q_support = log_q > -jnp.inf
-    log_ratio = jnp.where(q_support, log_p - jnp.where(q_support, log_q, 0.0), jnp.inf)
-    log_ratio = jnp.where(support, log_ratio, 0.0)
-    alpha = per_distribution(alpha, "alpha", log_p.shape, axes, log_p.dtype)
-    log_p = jnp.where(support, log_p, 0.0)
-    return in_base(_cumulant_ratio(log_p, log_ratio, alpha, support, axes), base)
+    log_p, log_q, axes = _inputs.log_softmax_pair(p_logits, q_logits, axis=axis, where=where)
+    alpha = _order(alpha, log_p.shape, axes, log_p.dtype)
+    p, q = jnp.exp(log_p), jnp.exp(log_q)
+    # P's support where p > 0 in floating point, as in kl_divergence_from_logits.
+    support = p > 0
+    covered = support & (log_q > -jnp.inf)
+    x = jnp.where(covered, log_p - jnp.where(covered, log_q, 0.0), jnp.where(support, jnp.inf, 0.0))
+    # Both are distributions: s = t = 1, and Σ (p - q) over P's support is
+    # exactly the mass of Q outside it.
+    off_support = jnp.sum(jnp.where(support, 0.0, q), axis=axes)
+    sums = (jnp.ones_like(off_support), off_support, off_support)
+    value = _divergence(p, q, x, jnp.where(support, log_p, 0.0), support, sums, alpha, axes)
+    # An empty P (every logit -inf or masked) has divergence 0, as in KL.
+    value = jnp.where(jnp.any(support, axis=axes), value, 0.0)
+    value = _inputs.nan_where_nan(value, [log_p, log_q], axes)
+    return in_base(_nan_for_nan_order(value, alpha), base)

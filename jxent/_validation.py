@@ -12,9 +12,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import checkify
 
-from ._checks import label_status
+from ._checks import is_traced, label_status
 
 _ENABLED = contextvars.ContextVar("jxent_validation", default=False)
 # The mode changes what a function traces to, so it must be part of jax's
@@ -116,10 +117,11 @@ def check_probabilities(
 ) -> None:
     if not enabled():
         return
-    check_no_nan(probs, name)
-    checkify.check(~jnp.any(probs < 0), f"jxent: {name} has negative probabilities")
+    # Masked classes are out of the measure: garbage there is not reported.
     if mask is not None:
         probs = jnp.where(mask, probs, 0)
+    check_no_nan(probs, name)
+    checkify.check(~jnp.any(probs < 0), f"jxent: {name} has negative probabilities")
     totals = jnp.sum(probs, axis=axes)
     # Rounding of the inputs bounds how far a normalised sum may drift.
     tolerance = max(float(jnp.finfo(input_dtype).eps) ** 0.5, 1e-6)
@@ -129,3 +131,40 @@ def check_probabilities(
         f"jxent: {name} does not sum to 1 over the class axes (off by {{}})",
         worst,
     )
+
+
+def check_unit_interval(probs: jax.Array, name: str) -> None:
+    """Elementwise probabilities (the binary measures' inputs) must lie in [0, 1]."""
+    if not enabled():
+        return
+    check_no_nan(probs, name)
+    outside = (probs < 0) | (probs > 1)
+    flat, flat_outside = jnp.ravel(probs), jnp.ravel(outside)
+    first_bad = flat[jnp.argmax(flat_outside)] if probs.size else jnp.zeros((), probs.dtype)
+    checkify.check(
+        ~jnp.any(outside), f"jxent: {name} has probabilities outside [0, 1]: found {{}}", first_bad
+    )
+
+
+def option_in_domain(value: Any, name: str, domain: str, inside: Callable[[Any], Any]) -> Any:
+    """A hyperparameter (a number or an array) checked against its domain.
+
+    ``inside`` maps NumPy or JAX arrays to a boolean array (True inside the
+    domain; NaN must give False). A concrete value outside raises ValueError
+    naming ``name`` now, and is returned unchanged otherwise. A traced value
+    comes back NaN wherever it is outside, and under the validation mode that
+    becomes a ``checkify`` error.
+    """
+    if not is_traced(value):
+        try:
+            concrete = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a real number, got {value!r}") from None
+        if not np.all(inside(concrete)):
+            raise ValueError(f"{name} must be {domain}, got {value!r}")
+        return value
+    ok = inside(value)
+    if enabled():
+        first_bad = jnp.ravel(value)[jnp.argmax(jnp.ravel(~ok))] if jnp.size(value) else 0.0
+        checkify.check(jnp.all(ok), f"jxent: {name} must be {domain}, got {{}}", first_bad)
+    return jnp.where(ok, value, jnp.nan)

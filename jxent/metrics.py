@@ -25,6 +25,22 @@ def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     return total, error
 
 
+def _token_mask(where: jax.typing.ArrayLike, shape: tuple[int, ...], of: str) -> jax.Array:
+    """``where`` broadcast to ``shape`` (that of ``of``), naming it when it does not fit."""
+    where = jnp.asarray(where)
+    if where.dtype != jnp.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {where.dtype}")
+    try:
+        fits = jnp.broadcast_shapes(where.shape, shape) == tuple(shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"where of shape {where.shape} does not broadcast to the shape {shape} of {of}"
+        )
+    return jnp.broadcast_to(where, shape)
+
+
 def _add_pairs(x, y):
     high, error = _two_sum(x[0], y[0])
     return high, error + (x[1] + y[1])
@@ -32,11 +48,24 @@ def _add_pairs(x, y):
 
 def _compensated_sum(values: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Sum of all elements as a (value, error) pair, by a compensated reduction."""
-    values = jnp.ravel(values)
+    return _compensated_flat_sum(jnp.ravel(values))
+
+
+@jax.custom_jvp
+def _compensated_flat_sum(values: jax.Array) -> tuple[jax.Array, jax.Array]:
     zero = jnp.zeros((), values.dtype)
     return jax.lax.reduce(
         (values, jnp.zeros_like(values)), (zero, zero), _add_pairs, dimensions=(0,)
     )
+
+
+@_compensated_flat_sum.defjvp
+def _compensated_flat_sum_jvp(primals, tangents):
+    # The pair's value + error is the exact sum, so its derivative is the
+    # plain sum's; a variadic reduce has no derivative rule of its own.
+    (values,), (d_values,) = primals, tangents
+    d_total = jnp.sum(d_values)
+    return _compensated_flat_sum(values), (d_total, jnp.zeros_like(d_total))
 
 
 @jax.tree_util.register_dataclass
@@ -74,7 +103,8 @@ class LogLoss:
 
         Args:
           losses: per-token negative log-likelihoods in nats, any shape.
-          where: boolean mask of the tokens that count, broadcastable to ``losses``.
+          where: boolean mask of the tokens that count, broadcastable to
+            ``losses``' shape (it never grows it).
 
         Returns:
           The updated accumulator.
@@ -95,7 +125,7 @@ class LogLoss:
                 jnp.asarray(losses.size - value, self.tokens.dtype),
             )
         else:
-            where = jnp.broadcast_to(jnp.asarray(where, bool), losses.shape)
+            where = _token_mask(where, losses.shape, "losses")
             losses = jnp.where(where, losses, 0)
             counts = _compensated_sum(where.astype(self.tokens.dtype))
         return self.merge(LogLoss(*_compensated_sum(losses), *counts))
@@ -116,8 +146,9 @@ class LogLoss:
         Args:
           logits: unnormalised log-probabilities ``[..., K]``.
           labels: integer labels ``[...]``.
-          where: boolean mask of the tokens that count, shaped like ``labels``.
-          ignore_index: label value of tokens that do not count.
+          where: boolean mask of the tokens that count, broadcastable to
+            ``labels``' shape (it never grows it).
+          ignore_index: int label value of tokens that do not count, or None.
 
         Returns:
           The updated accumulator.
@@ -130,10 +161,14 @@ class LogLoss:
           (2.0, 4.0)
         """
         labels = jnp.asarray(labels)
+        keep = (
+            jnp.ones(labels.shape, bool)
+            if where is None
+            else _token_mask(where, labels.shape, "labels")
+        )
         losses = softmax_cross_entropy_with_integer_labels(
             logits, labels, ignore_index=ignore_index
         )
-        keep = jnp.ones(labels.shape, bool) if where is None else jnp.asarray(where, bool)
         if ignore_index is not None:
             keep = keep & (labels != ignore_index)
         return self.update_from_losses(losses, where=keep)

@@ -13,9 +13,15 @@ import jax
 import jax.numpy as jnp
 
 from . import _validation
-from ._checks import as_float_array, class_mask
+from ._checks import as_float_array, check_ignore_index, class_mask
 from .losses._fused import Reduction, fused_cross_entropy
-from .losses._integer import Options, check_arguments, integer_cross_entropy
+from .losses._integer import (
+    Options,
+    check_arguments,
+    check_labels,
+    integer_cross_entropy,
+    smoothing_and_z_loss,
+)
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -27,24 +33,26 @@ def vocab_parallel_cross_entropy(
     axis_name: str | tuple[str, ...],
     where: jax.typing.ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
+    label_smoothing: jax.typing.ArrayLike = 0.0,
+    z_loss: jax.typing.ArrayLike = 0.0,
 ) -> jax.Array:
     r"""Integer-label cross-entropy over a vocabulary split across ``axis_name``.
 
     Equals :func:`jxent.losses.softmax_cross_entropy_with_integer_labels` on
     the gathered logits, with the same options and the same ``custom_jvp``
-    rule, so the gradient needs no communication beyond the forward's three
-    per-token collectives.
+    rule, so the gradient needs no communication beyond the forward's
+    per-token collectives (a ``pmax`` of the row maxima, and a ``psum`` each
+    of the sums of exponentials and of the label's logits).
 
     Args:
       logits_shard: this device's logits ``[..., V/n]``.
       labels: integer labels ``[...]`` into the full vocabulary ``[0, V)``.
       axis_name: the mesh axis (or axes) that splits the vocabulary.
       where: boolean class mask of this shard, broadcastable to ``logits_shard``.
-      ignore_index: label value with loss 0 and gradient 0.
-      label_smoothing: α, uniform over the unmasked classes of all shards.
-      z_loss: coefficient of the squared log-normaliser.
+      ignore_index: int label value with loss 0 and gradient 0, or None.
+      label_smoothing: α in [0, 1], uniform over the unmasked classes of all
+        shards; may be traced.
+      z_loss: coefficient λ >= 0 of the squared log-normaliser; may be traced.
 
     Returns:
       Per-token losses ``[...]``, identical on every device of the axis.
@@ -61,14 +69,16 @@ def vocab_parallel_cross_entropy(
     """
     logits = as_float_array(logits_shard, "logits_shard")
     labels = jnp.asarray(labels)
-    check_arguments(logits, labels, label_smoothing=label_smoothing)
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"logits_shard of shape {logits.shape} has no classes")
+    check_arguments(logits, labels, ignore_index=ignore_index)
+    smoothing, z_loss = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
     mask = class_mask(where, logits.shape)
     _validation.check_no_nan(logits, "logits_shard")
-    options = Options(ignore_index, float(label_smoothing), float(z_loss), axis_name)
     if _validation.enabled():
-        num_classes = logits.shape[-1] * jax.lax.axis_size(axis_name)
-        _validation.check_labels(labels, num_classes, ignore_index)
-    return integer_cross_entropy(logits, labels, None, mask, options)
+        check_labels(labels, logits.shape[-1] * jax.lax.axis_size(axis_name), ignore_index)
+    options = Options(check_ignore_index(ignore_index), axis_name)
+    return integer_cross_entropy(logits, labels, None, mask, smoothing, z_loss, options)
 
 
 def vocab_parallel_linear_cross_entropy(

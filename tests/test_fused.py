@@ -8,6 +8,8 @@ import pytest
 from fused_cases import dense_ce, dense_reference, fused_ce, problem
 from jax.test_util import check_grads
 
+import jxent
+
 OPTIONS = [
     {},
     {"label_smoothing": 0.1},
@@ -199,3 +201,57 @@ def test_bad_input_names_the_argument(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         fused_ce(args["hidden"], args["weight"], args["labels"], **options)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_hyperparameters_may_be_traced(reduction):
+    hidden, weight, bias, labels = problem(8, scale=2.0)
+
+    def loss(h, w, smoothing, z_loss, softcap):
+        out = fused_ce(
+            h,
+            w,
+            labels,
+            bias=bias,
+            label_smoothing=smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+            reduction=reduction,
+        )
+        return out.sum()
+
+    values = (0.1, 1e-3, 3.0)
+    traced = jax.jit(jax.value_and_grad(loss, (0, 1)))(hidden, weight, *values)
+    concrete = jax.value_and_grad(lambda h, w: loss(h, w, *values), (0, 1))(hidden, weight)
+    chex.assert_trees_all_close(traced, concrete, rtol=1e-5, atol=1e-6)
+    reference = dense_reference(
+        hidden,
+        weight,
+        bias,
+        labels,
+        3.0,
+        label_smoothing=0.1,
+        z_loss=1e-3,
+        reduction="sum" if reduction == "none" else reduction,
+    )
+    chex.assert_trees_all_close(traced[0], reference, rtol=2e-5)
+    # A traced value outside its domain is NaN, and an error in the validation mode.
+    for bad in [(1.5, 1e-3, 3.0), (0.1, -1.0, 3.0), (0.1, 1e-3, 0.0)]:
+        assert np.isnan(jax.jit(loss)(hidden, weight, *bad))
+        error, _ = jax.jit(jxent.checked(loss))(hidden, weight, *bad)
+        assert error.get() is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"ignore_index": 2.5}, TypeError, "ignore_index"),
+        ({"z_loss": -1.0}, ValueError, "z_loss"),
+        ({"softcap": 0.0}, ValueError, "softcap"),
+        ({"label_smoothing": -0.1}, ValueError, "label_smoothing"),
+    ],
+)
+def test_concrete_options_out_of_their_domain_raise(options, error, match):
+    hidden, weight, _, labels = problem(9)
+    with pytest.raises(error, match=match):
+        fused_ce(hidden, weight, labels, **options)

@@ -81,6 +81,7 @@ def test_public_names_are_optax_names():
         "kl_divergence",
         "kl_divergence_with_log_targets",
         "convex_kl_divergence",
+        "generalized_kl_divergence",
     ]:
         assert hasattr(optax.losses, name), name
         assert name in losses.__all__, name
@@ -292,30 +293,33 @@ def _kl_inputs(seed, shape=(8, 6), axis=-1):
     return log_predictions, _probs(seed + 1, shape, axis=axis, zeros=True)
 
 
-@pytest.mark.parametrize("name", ["kl_divergence", "convex_kl_divergence"])
+@pytest.mark.parametrize("name", ["kl_divergence", "generalized_kl_divergence"])
 @pytest.mark.parametrize("shape, axis", [((8, 6), -1), ((6, 5), 0), ((3, 4, 5), (1, 2))])
 def test_kl_divergence_matches_optax(name, shape, axis):
     log_predictions, targets = _kl_inputs(60, shape, axis)
-    if name == "convex_kl_divergence":
-        # Unnormalised measures; optax's non-deprecated name for the same loss.
+    if name == "generalized_kl_divergence":
+        # Unnormalised measures.
         log_predictions, targets = log_predictions + 0.3, targets * 1.7
-        reference = optax.losses.generalized_kl_divergence
-    else:
-        reference = optax.losses.kl_divergence
     ours = _jit(getattr(losses, name))(log_predictions, targets, axis)
-    _close(ours, _jit(reference)(log_predictions, targets, axis))
+    _close(ours, _jit(getattr(optax.losses, name))(log_predictions, targets, axis))
 
 
-@pytest.mark.parametrize("name", ["kl_divergence", "convex_kl_divergence"])
+@pytest.mark.parametrize("name", ["kl_divergence", "generalized_kl_divergence"])
 def test_kl_divergence_class_mask_matches_optax(name):
     log_predictions, targets = _kl_inputs(62)
     where = _class_mask(63, (8, 6))
-    reference = {
-        "kl_divergence": optax.losses.kl_divergence,
-        "convex_kl_divergence": optax.losses.generalized_kl_divergence,
-    }[name]
     ours = _jit(getattr(losses, name))(log_predictions, targets, -1, where)
-    _close(ours, _jit(reference)(log_predictions, targets, -1, where))
+    _close(ours, _jit(getattr(optax.losses, name))(log_predictions, targets, -1, where))
+
+
+def test_convex_kl_divergence_is_optaxs_deprecated_alias():
+    log_predictions, targets = _kl_inputs(61)
+    with pytest.warns(DeprecationWarning, match="use generalized_kl_divergence"):
+        ours = losses.convex_kl_divergence(log_predictions, targets + 0.2, -1)
+    with pytest.warns(DeprecationWarning, match="use generalized_kl_divergence"):
+        theirs = optax.losses.convex_kl_divergence(log_predictions, targets + 0.2, -1)
+    _close(ours, theirs)
+    _close(ours, _jit(losses.generalized_kl_divergence)(log_predictions, targets + 0.2))
 
 
 def test_kl_divergence_gradients_match_optax_where_finite():
@@ -374,24 +378,12 @@ def test_kl_divergence_is_jxent_measure_in_optax_order():
     )
 
 
-_ROW_MASKABLE = {
-    "poly_loss_cross_entropy": lambda a, b, w: losses.poly_loss_cross_entropy(a, b, where=w),
-    "kl_divergence": lambda a, b, w: losses.kl_divergence(jnp.log(b + 0.1), b, where=w),
-    "kl_divergence_with_log_targets": lambda a, b, w: losses.kl_divergence_with_log_targets(
-        a, jnp.log(b + 0.1), where=w
-    ),
-    "convex_kl_divergence": lambda a, b, w: losses.convex_kl_divergence(a, b, where=w),
-    "distillation_loss": lambda a, b, w: losses.distillation_loss(a, b, where=w),
-}
-
-
-@pytest.mark.parametrize("name", sorted(_ROW_MASKABLE))
-def test_where_of_one_rank_less_is_a_row_mask(name):
-    # optax expands such a mask at the class axis; jxent does so for every loss.
-    logits, labels = _logits(72, (6, 5)), _probs(73, (6, 5))
+def test_distillation_where_of_one_rank_less_is_a_row_mask():
+    # As optax's softmax cross-entropy, distillation expands it at the class axis.
+    logits, teacher = _logits(72, (6, 5)), _logits(73, (6, 5))
     rows = np.array([True, False, True, True, False, True])
-    fn = _ROW_MASKABLE[name]
-    by_row, by_class = _jit(fn)(logits, labels, rows), _jit(fn)(logits, labels, rows[:, None])
+    fn = _jit(losses.distillation_loss)
+    by_row, by_class = fn(logits, teacher, where=rows), fn(logits, teacher, where=rows[:, None])
     _close(by_row, by_class)
     np.testing.assert_array_equal(np.asarray(by_row)[~rows], 0.0)
-    _close(by_row[rows], _jit(fn)(logits, labels, None)[rows])
+    _close(by_row[rows], fn(logits[rows], teacher[rows]))

@@ -302,7 +302,7 @@ _ALL_LOSSES = {
     "kl_divergence_with_log_targets": lambda z, y, w: losses.kl_divergence_with_log_targets(
         z, jnp.log(y), where=w
     ),
-    "convex_kl_divergence": lambda z, y, w: losses.convex_kl_divergence(z, y, where=w),
+    "generalized_kl_divergence": lambda z, y, w: losses.generalized_kl_divergence(z, y, where=w),
 }
 
 

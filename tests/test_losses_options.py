@@ -307,7 +307,7 @@ _CHECKED = {
         losses.kl_divergence_with_log_targets(
             jax.nn.log_softmax(z), jax.nn.log_softmax(z[..., ::-1] * 0.5)
         ),
-        losses.convex_kl_divergence(z * 0.3, _Y * w),
+        losses.generalized_kl_divergence(z * 0.3, _Y * w),
     ],
 }
 

@@ -127,23 +127,53 @@ def test_cross_entropy_is_entropy_plus_kl(seed, zeros, nested, scale):
     close(ce_z, jxent.entropy_from_logits(zp) + jxent.kl_divergence_from_logits(zp, zq), 1e-5, 1e-5)
 
 
+ORDERS = jnp.asarray([0.0, 0.5, 1 - 1e-4, 1.0, 1 + 1e-4, 2.0, 50.0, INF], jnp.float32)
+WEIGHTS = jnp.asarray([1e-6, 0.1, 0.5, 0.9, 1 - 2**-20], jnp.float32)
+
+
+@jax.jit
+def _divergences(p, q, zp, zq):
+    """Every divergence of P and Q (and of their logits), flattened into one array."""
+    over = lambda f, values, *args: jax.vmap(lambda v: f(*args, v))(values).ravel()  # noqa: E731
+    b = jnp.clip(p, 0, 1)
+    joint = p[:, :, None] * q[:, None, :] + jnp.float32(1e-3) * p[:, :, None] * p[:, None, :]
+    return jnp.concatenate(
+        [
+            jxent.kl_divergence(p, q),
+            jxent.js_divergence(p, q),
+            jxent.kl_divergence_from_logits(zp, zq),
+            jxent.binary_kl_divergence(b, jnp.clip(q, 0, 1)).ravel(),
+            over(jxent.renyi_divergence, ORDERS, p, q),
+            over(jxent.renyi_divergence_from_logits, ORDERS, zp, zq),
+            over(jxent.generalized_js_divergence, WEIGHTS, p, q),
+            over(jxent.generalized_js_divergence_from_logits, WEIGHTS, zp, zq),
+            jxent.mutual_information(joint),
+            jxent.conditional_entropy(joint),
+        ]
+    )
+
+
 @SETTINGS
-@given(seed=seeds, zeros=zero_fractions, mix=st.sampled_from([0.0, 1e-6, 1e-3, 0.5, 1.0]))
-def test_kl_is_nonnegative(seed, zeros, mix):
+@given(
+    seed=seeds,
+    zeros=zero_fractions,
+    mix=st.sampled_from([0.0, 1e-7, 1e-6, 1e-4, 1e-2, 0.5, 1.0]),
+    mass=st.sampled_from([1.0, 0.3, 2.5]),
+    shift=st.sampled_from([0.0, 1e-3, -7.0]),
+)
+def test_divergences_are_never_negative(seed, zeros, mix, mass, shift):
     inputs = random_inputs(seed, (4, 6), zeros=zeros, scale=1e4 if seed % 2 else 1.0)
     p, zp = inputs["p"], inputs["zp"]
-    # Q moves from P (mix = 0) to an unrelated distribution (mix = 1).
+    # Q moves from P (mix = 0) to an unrelated distribution (mix = 1); P may
+    # be unnormalised, and Q's logits shifted by a constant.
     q = ((1 - mix) * p + mix * inputs["q"]).astype(np.float32)
+    p = (p * np.float32(mass)).astype(np.float32)
     with np.errstate(invalid="ignore"):  # -inf * 0 in the entries replaced by -inf
-        zq = np.where(np.isneginf(zp), -INF, (1 - mix) * zp + mix * inputs["zq"])
-    zq = zq.astype(np.float32)
-    for value in (
-        jxent.kl_divergence(p, q),
-        jxent.kl_divergence_from_logits(zp, zq),
-        jxent.binary_kl_divergence(p, q),
-    ):
-        assert np.all(np.asarray(value) >= -1e-6), value
-    if mix == 0.0:
+        zq = np.where(np.isneginf(zp), -INF, (1 - mix) * zp + mix * inputs["zq"] + shift)
+    values = np.asarray(_divergences(p, q, zp, zq.astype(np.float32)))
+    assert not np.isnan(values).any()
+    assert np.all(values >= 0), values.min()
+    if mix == 0.0 and mass == 1.0:
         np.testing.assert_array_equal(np.asarray(jxent.kl_divergence(p, q)), 0.0)
 
 
@@ -156,7 +186,7 @@ def test_js_is_bounded_and_symmetric(seed, zeros, nested):
     disjoint = np.stack([np.eye(7, dtype=np.float32)[0], np.eye(7, dtype=np.float32)[1]])
     for a, b in ((p, q), (p, p), (disjoint, disjoint[::-1].copy())):
         js = np.asarray(jxent.js_divergence(a, b))
-        assert np.all(js >= -1e-7), js
+        assert np.all(js >= 0), js
         assert np.all(js <= math.log(2) + 1e-6), js
         np.testing.assert_array_equal(js, np.asarray(jxent.js_divergence(b, a)))
         assert np.all(np.asarray(jxent.js_divergence(a, b, base=2)) <= 1 + 1e-6)

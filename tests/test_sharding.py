@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
+from loss_cases import adversarial_rows, reference
 
 import jxent
 
@@ -68,6 +69,19 @@ def test_logits_shard_loss_and_gradient_equal_the_dense_loss(options):
     grad_sharded = jax.grad(lambda z: sharded(z, labels, mask).sum())(logits)
     grad_dense = jax.grad(lambda z: dense(z).sum())(logits)
     chex.assert_trees_all_close(grad_sharded, grad_dense, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "z_loss": 1e-4}], ids=str)
+def test_logits_shard_keeps_float64_digits_at_huge_logits(options):
+    # 12 classes, 3 per device: rows with every other class far below the peak
+    # have tiny losses when their label sits at the peak.
+    logits, labels = adversarial_rows(np.random.default_rng(8), 1024, 12)
+    mask = np.ones((1, 12), bool)
+    loss = np.asarray(_sharded_logits_loss(**options)(logits, labels, mask), np.float64)
+    smoothing, z_loss = options.get("label_smoothing", 0.0), options.get("z_loss", 0.0)
+    expected = reference(logits, labels, smoothing, z_loss)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6, atol=1e-6)
+    assert options or np.sum(expected < 1e-3) > 10
 
 
 def test_out_of_range_labels_are_nan_on_the_sharded_path_too():

@@ -5,6 +5,7 @@ from ._dense import safe_softmax_cross_entropy as safe_softmax_cross_entropy
 from ._dense import softmax_cross_entropy as softmax_cross_entropy
 from ._divergence import convex_kl_divergence as convex_kl_divergence
 from ._divergence import distillation_loss as distillation_loss
+from ._divergence import generalized_kl_divergence as generalized_kl_divergence
 from ._divergence import kl_divergence as kl_divergence
 from ._divergence import kl_divergence_with_log_targets as kl_divergence_with_log_targets
 from ._fused import linear_cross_entropy as linear_cross_entropy
@@ -17,6 +18,7 @@ from ._sigmoid import sigmoid_focal_loss as sigmoid_focal_loss
 __all__ = [
     "convex_kl_divergence",
     "distillation_loss",
+    "generalized_kl_divergence",
     "kl_divergence",
     "kl_divergence_with_log_targets",
     "linear_cross_entropy",

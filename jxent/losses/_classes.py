@@ -1,25 +1,75 @@
-"""optax-compatible handling of the class axes and of ``where``."""
+"""optax-compatible handling of the class axes and of ``where``.
 
+optax's losses read their ``axis`` and ``where`` arguments in two ways, and
+each jxent loss follows the optax function of the same name:
+
+- the softmax cross-entropies expand a ``where`` whose rank differs from the
+  logits' at the class axes (:func:`expand_row_mask`): a mask of the batch
+  shape masks whole rows;
+- the KL losses hand ``where`` to a sum, where it broadcasts from the right:
+  a ``[K]`` mask is a class mask.
+
+A tuple ``axis`` is read in the order given (an integer label is a flat index
+over the class axes in that order); ``axis=None`` makes every axis a class axis.
+"""
+
+import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from .._checks import as_float_array, broadcast_pair, class_mask, normalize_axis
+from .._checks import as_float_array, broadcast_pair, class_mask
 
-Axis = int | Sequence[int]
+Axis = int | Sequence[int] | None
+
+
+def class_axes(axis: Axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """The class axes as non-negative ints, in the order given (None: all of them).
+
+    Raises:
+      TypeError: ``axis`` is not an int, a sequence of ints or None.
+      ValueError: an axis is out of range or repeated, or the tuple is empty.
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+        axes = (axis,)
+    elif isinstance(axis, Sequence) and not isinstance(axis, str):
+        axes = tuple(axis)
+    else:
+        raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}")
+    if not axes:
+        raise ValueError(f"{name} must name at least one axis, got {axis!r}")
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}")
+    if not all(-ndim <= a < ndim for a in axes):
+        raise ValueError(f"{name}={axis!r} is out of range for an array of rank {ndim}")
+    normalized = tuple(int(a) % ndim for a in axes)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{name}={axis!r} repeats an axis")
+    return normalized
 
 
 def expand_row_mask(
     where: jax.typing.ArrayLike | None, logits_ndim: int, axis: Axis
 ) -> jax.Array | None:
-    """A ``where`` of one rank less than the logits masks whole rows (optax)."""
+    """optax's softmax cross-entropy rule: a ``where`` whose rank differs from
+    the logits' is expanded at the class axes, so one of the batch shape masks
+    whole rows. With ``axis=None`` it is left to broadcast from the right."""
     if where is None:
         return None
     where = jnp.asarray(where)
-    if where.ndim == logits_ndim - 1 and isinstance(axis, int):
-        where = jnp.expand_dims(where, axis)
-    return where
+    if axis is None or where.ndim == logits_ndim:
+        return where
+    try:
+        return jnp.expand_dims(where, axis)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"where of shape {where.shape} cannot be expanded at axis={axis!r} to the "
+            f"rank {logits_ndim} of the logits"
+        ) from None
 
 
 def classes_last(
@@ -28,16 +78,25 @@ def classes_last(
     where: jax.typing.ArrayLike | None,
     name: str,
 ) -> tuple[jax.Array, jax.Array | None]:
-    """Move the class axes of ``x`` (and of its mask) to one flat last axis."""
-    where = expand_row_mask(where, x.ndim, axis)
+    """Move the class axes of ``x`` (in the order given) to one flat last axis,
+    and its mask (``where`` broadcast to ``x``) with them.
+
+    Raises:
+      ValueError: the class axes hold no element (K = 0).
+    """
+    axes = class_axes(axis, x.ndim)
     mask = class_mask(where, x.shape)
-    axes = normalize_axis(axis, x.ndim, "axis")
     batch = tuple(a for a in range(x.ndim) if a not in axes)
-    order = batch + axes
-    batch_shape = tuple(x.shape[a] for a in batch)
+    num_classes = math.prod(x.shape[a] for a in axes)
+    if num_classes == 0:
+        raise ValueError(
+            f"{name} of shape {x.shape} has no classes: its class axes {axes} are empty"
+        )
+    # An explicit class count (not -1) keeps an empty batch reshapable.
+    shape = (*(x.shape[a] for a in batch), num_classes)
 
     def flatten(a: jax.Array) -> jax.Array:
-        return jnp.transpose(a, order).reshape((*batch_shape, -1))
+        return jnp.transpose(a, batch + axes).reshape(shape)
 
     return flatten(x), (None if mask is None else flatten(mask))
 
@@ -50,7 +109,8 @@ def classes_last_pair(
     where: jax.typing.ArrayLike | None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """Two float arrays broadcast together, their class axes flattened last, and
-    the mask (shaped like them) of the classes ``where`` keeps."""
+    the mask (shaped like them) of the classes ``where`` keeps; ``where``
+    broadcasts from the right (expand it first for optax's row rule)."""
     a, b = broadcast_pair(as_float_array(a, names[0]), as_float_array(b, names[1]), names)
     a, mask = classes_last(a, axis, where, names[0])
     b, _ = classes_last(b, axis, None, names[1])

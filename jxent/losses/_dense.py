@@ -5,12 +5,14 @@ import jax.numpy as jnp
 
 from .. import _primitives as prim
 from .. import _validation
+from .._checks import as_float_array
 from .._zero_safe import zero_safe_mul
-from ._classes import Axis, classes_last_pair
+from ._classes import Axis, classes_last_pair, expand_row_mask
+from ._integer import smoothing_and_z_loss
 
 
-def _smoothed(labels: jax.Array, mask: jax.Array | None, smoothing: float) -> jax.Array:
-    if not smoothing:
+def _smoothed(labels: jax.Array, mask: jax.Array | None, smoothing) -> jax.Array:
+    if smoothing is None:
         return labels
     if mask is None:
         return (1 - smoothing) * labels + smoothing / labels.shape[-1]
@@ -20,16 +22,43 @@ def _smoothed(labels: jax.Array, mask: jax.Array | None, smoothing: float) -> ja
 
 
 def _prepare(logits, labels, axis, where):
-    """Flatten the class axes last, mask logits to -inf and labels to 0."""
+    """Flatten the class axes last, mask logits to -inf and labels to 0.
+
+    Integer or boolean labels (0/1 targets) become floats, as optax's product
+    promotes them."""
+    logits = as_float_array(logits, "logits")
+    labels = jnp.asarray(labels)
+    if jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
+        labels = labels.astype(logits.dtype)
     logits, labels, mask = classes_last_pair(logits, labels, ("logits", "labels"), axis, where)
     if mask is not None:
         logits = jnp.where(mask, logits, -jnp.inf)
         labels = jnp.where(mask, labels, 0)
-    _validation.check_no_nan(logits, "logits")
-    _validation.check_probabilities(
-        labels, "labels", axes=(-1 % labels.ndim,), mask=None, input_dtype=labels.dtype
-    )
     return logits, labels, mask
+
+
+def _validate(logits: jax.Array, labels: jax.Array, empty: jax.Array) -> None:
+    _validation.check_no_nan(logits, "logits")
+    if _validation.enabled():
+        # A row that `where` masks whole holds no distribution to check.
+        labels = jnp.where(empty[..., None], 1 / labels.shape[-1], labels)
+        _validation.check_probabilities(
+            labels, "labels", axes=(labels.ndim - 1,), mask=None, input_dtype=labels.dtype
+        )
+
+
+def _cross_entropy(logits, labels, mask, smoothing, z_loss):
+    """(loss, log-probabilities, empty rows) of prepared ``[..., K]`` arrays."""
+    targets = _smoothed(labels, mask, smoothing)
+    log_probs = prim.log_softmax(logits, (logits.ndim - 1,))
+    loss = -jnp.sum(zero_safe_mul(targets, log_probs), axis=-1)
+    # A row with every class masked or every logit -inf is empty: loss 0 and
+    # gradient 0, whatever its labels (as the integer-label loss).
+    empty = jnp.all(logits == -jnp.inf, axis=-1)
+    if z_loss is not None:
+        lse = jnp.max(logits, axis=-1) - jnp.max(log_probs, axis=-1)
+        loss = loss + z_loss * jnp.where(empty, 0, lse) ** 2
+    return jnp.where(empty, 0, loss), log_probs, empty
 
 
 def softmax_cross_entropy(
@@ -38,8 +67,8 @@ def softmax_cross_entropy(
     axis: Axis = -1,
     where: jax.typing.ArrayLike | None = None,
     *,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
+    label_smoothing: jax.typing.ArrayLike = 0.0,
+    z_loss: jax.typing.ArrayLike = 0.0,
 ) -> jax.Array:
     r"""Softmax cross-entropy against probability labels, safe with ``-inf`` logits.
 
@@ -54,15 +83,25 @@ def softmax_cross_entropy(
 
     Args:
       logits: unnormalised log-probabilities ``[..., K]``.
-      labels: target probabilities, broadcastable to ``logits``.
-      axis: the class axis or axes.
-      where: boolean class mask, or a per-row mask of one rank less.
-      label_smoothing: α, mixing the labels with the uniform distribution over
-        the K unmasked classes (optax's ``smooth_labels``).
-      z_loss: coefficient λ of the squared log-normaliser (PaLM).
+      labels: target probabilities, broadcastable to ``logits``; integer or
+        boolean (0/1) labels are read as floats, as optax does.
+      axis: the class axis or axes; None makes every axis a class axis.
+      where: boolean mask broadcastable to ``logits`` (a class mask), or one
+        of another rank, expanded at ``axis`` as optax does (a mask of the
+        batch shape masks whole rows: they give 0).
+      label_smoothing: α in [0, 1], mixing the labels with the uniform
+        distribution over the K unmasked classes (optax's ``smooth_labels``).
+        May be traced (a ``jit`` argument).
+      z_loss: coefficient λ >= 0 of the squared log-normaliser (PaLM). May
+        be traced.
 
     Returns:
       Per-example losses, in float32 for 16-bit inputs.
+
+    Raises:
+      ValueError: shapes that do not fit, an empty class axis, or a concrete
+        ``label_smoothing`` or ``z_loss`` outside its domain (a traced one
+        gives NaN, and an error under :func:`jxent.checked`).
 
     Examples:
       >>> import jax.numpy as jnp, jxent
@@ -70,29 +109,51 @@ def softmax_cross_entropy(
       ...     jnp.array([0.5, 0.5, 0.0]))
       Array(0.6931472, dtype=float32)
     """
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    logits = as_float_array(logits, "logits")
+    where = expand_row_mask(where, logits.ndim, axis)
     logits, labels, mask = _prepare(logits, labels, axis, where)
-    targets = _smoothed(labels, mask, float(label_smoothing))
-    log_probs = prim.log_softmax(logits, (logits.ndim - 1,))
-    loss = -jnp.sum(zero_safe_mul(targets, log_probs), axis=-1)
-    # A row with every class masked or every logit -inf is empty: loss 0 and
-    # gradient 0, whatever its labels (as the integer-label loss).
-    empty = jnp.all(logits == -jnp.inf, axis=-1)
-    if z_loss:
-        lse = jnp.max(logits, axis=-1) - jnp.max(log_probs, axis=-1)
-        loss = loss + float(z_loss) * jnp.where(empty, 0, lse) ** 2
-    return jnp.where(empty, 0, loss)
+    smoothing, z_loss = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
+    loss, _, empty = _cross_entropy(logits, labels, mask, smoothing, z_loss)
+    _validate(logits, labels, empty)
+    return loss
 
 
-safe_softmax_cross_entropy = softmax_cross_entropy
+def safe_softmax_cross_entropy(
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    axis: Axis = -1,
+    where: jax.typing.ArrayLike | None = None,
+    label_smoothing: jax.typing.ArrayLike = 0.0,
+    z_loss: jax.typing.ArrayLike = 0.0,
+) -> jax.Array:
+    """:func:`softmax_cross_entropy` under optax's other name.
+
+    optax's ``safe_softmax_cross_entropy(logits, labels)`` is its softmax
+    cross-entropy with ``0 log 0 = 0`` at ``-inf`` logits, which jxent's
+    already is; the options optax lacks here are keyword-only.
+
+    Args:
+      logits: unnormalised log-probabilities ``[..., K]``.
+      labels: target probabilities, broadcastable to ``logits``.
+      axis: the class axis or axes; None makes every axis a class axis.
+      where: boolean mask, as in :func:`softmax_cross_entropy`.
+      label_smoothing: α in [0, 1]; may be traced.
+      z_loss: coefficient λ >= 0 of the squared log-normaliser; may be traced.
+
+    Returns:
+      Per-example losses, in float32 for 16-bit inputs.
+    """
+    return softmax_cross_entropy(
+        logits, labels, axis, where, label_smoothing=label_smoothing, z_loss=z_loss
+    )
 
 
 def poly_loss_cross_entropy(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
     *,
-    epsilon: float = 2.0,
+    epsilon: jax.typing.ArrayLike = 2.0,
     axis: Axis = -1,
     where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
@@ -104,12 +165,20 @@ def poly_loss_cross_entropy(
     A drop-in for ``optax.losses.poly_loss_cross_entropy``, safe with ``-inf``
     logits.
 
+    ``where`` is read as optax reads it. A mask of the logits' rank (or one
+    that broadcasts to them, such as ``where[..., None]`` for whole rows)
+    masks the same classes in both terms. A mask of another rank is read
+    twice, as in optax: the cross-entropy term expands it at ``axis`` (a mask
+    of the batch shape, masking whole rows), while the ε term broadcasts it
+    from the right (a ``[K]`` class mask, leaving those classes out of its
+    softmax and sum). Shapes that cannot be read both ways raise, as optax.
+
     Args:
       logits: unnormalised log-probabilities ``[..., K]``.
       labels: target probabilities, broadcastable to ``logits``.
-      epsilon: weight of the first polynomial term.
-      axis: the class axis or axes.
-      where: boolean class mask.
+      epsilon: weight of the first polynomial term (may be traced).
+      axis: the class axis or axes; None makes every axis a class axis.
+      where: boolean mask, see above.
 
     Returns:
       Per-example losses.
@@ -122,10 +191,15 @@ def poly_loss_cross_entropy(
       >>> jxent.losses.poly_loss_cross_entropy(jnp.zeros(2), jnp.array([1.0, 0.0]), epsilon=0.0)
       Array(0.6931472, dtype=float32)
     """
-    logits, labels, _ = _prepare(logits, labels, axis, where)
-    log_probs = prim.log_softmax(logits, (logits.ndim - 1,))
-    cross_entropy = -jnp.sum(zero_safe_mul(labels, log_probs), axis=-1)
-    missing_mass = jnp.sum(labels * (1 - jnp.exp(log_probs)), axis=-1)
-    # An empty row (every class masked or every logit -inf) gives 0.
-    empty = jnp.all(logits == -jnp.inf, axis=-1)
-    return jnp.where(empty, 0, cross_entropy + epsilon * missing_mass)
+    logits = as_float_array(logits, "logits")
+    rows = expand_row_mask(where, logits.ndim, axis)
+    z, y, mask = _prepare(logits, labels, axis, rows)
+    cross_entropy, log_probs, empty = _cross_entropy(z, y, mask, None, None)
+    _validate(z, y, empty)
+    if where is not None and axis is not None and jnp.ndim(where) != logits.ndim:
+        # optax's softmax and sum read the same mask from the right.
+        z, y, _ = _prepare(logits, labels, axis, where)
+        log_probs = prim.log_softmax(z, (z.ndim - 1,))
+        empty = jnp.all(z == -jnp.inf, axis=-1)
+    missing_mass = jnp.where(empty, 0, jnp.sum(y * (1 - jnp.exp(log_probs)), axis=-1))
+    return cross_entropy + epsilon * missing_mass

@@ -1,17 +1,22 @@
 """KL-divergence losses in optax's argument order, and distillation."""
 
+import math
+import warnings
+
 import jax
 import jax.numpy as jnp
 
 from .. import _primitives as prim
 from .. import _validation
-from .._checks import as_float_array
+from .._checks import as_float_array, broadcast_pair
 from .._measures import kl_divergence_from_logits
 from .._zero_safe import zero_safe_mul
-from ._classes import Axis, classes_last_pair, expand_row_mask
+from ._classes import Axis, class_axes, classes_last_pair, expand_row_mask
 
 
 def _prepare(log_predictions, targets, names, axis, where):
+    """Class axes flattened last; ``where`` broadcasts from the right, as it
+    does in the sum optax hands it to (a ``[K]`` mask is a class mask)."""
     log_predictions, targets, mask = classes_last_pair(log_predictions, targets, names, axis, where)
     _validation.check_no_nan(log_predictions, names[0])
     _validation.check_no_nan(targets, names[1])
@@ -42,8 +47,10 @@ def kl_divergence(
     Args:
       log_predictions: log-probabilities of the prediction ``[..., K]``.
       targets: target probabilities, broadcastable with ``log_predictions``.
-      axis: the class axis or axes.
-      where: boolean class mask.
+      axis: the class axis or axes; None makes every axis a class axis.
+      where: boolean mask broadcast from the right against the inputs, as
+        optax's sum reads it (a ``[K]`` mask is a class mask; pass
+        ``where[..., None]`` to mask whole rows).
 
     Returns:
       Per-example divergences.
@@ -85,8 +92,10 @@ def kl_divergence_with_log_targets(
     Args:
       log_predictions: log-probabilities of the prediction.
       log_targets: log-probabilities of the target.
-      axis: the class axis or axes.
-      where: boolean class mask.
+      axis: the class axis or axes; None makes every axis a class axis.
+      where: boolean mask broadcast from the right against the inputs, as
+        optax's sum reads it (a ``[K]`` mask is a class mask; pass
+        ``where[..., None]`` to mask whole rows).
 
     Returns:
       Per-example divergences.
@@ -109,7 +118,7 @@ def kl_divergence_with_log_targets(
     return _masked_sum(zero_safe_mul(targets, log_diff), mask)
 
 
-def convex_kl_divergence(
+def generalized_kl_divergence(
     log_predictions: jax.typing.ArrayLike,
     targets: jax.typing.ArrayLike,
     axis: Axis = -1,
@@ -120,21 +129,24 @@ def convex_kl_divergence(
     .. math::
       \ell = \sum_j t_j (\log t_j - \log q_j) + q_j - t_j
 
-    A drop-in for ``optax.losses.convex_kl_divergence`` (optax's
-    ``generalized_kl_divergence``).
+    The Bregman divergence of :math:`x \log x - x`. A drop-in for
+    ``optax.losses.generalized_kl_divergence``.
 
     Args:
       log_predictions: log of the predicted measure.
       targets: the target measure.
-      axis: the class axis or axes.
-      where: boolean class mask.
+      axis: the class axis or axes; None makes every axis a class axis.
+      where: boolean mask broadcast from the right against the inputs, as
+        optax's sum reads it (a ``[K]`` mask is a class mask; pass
+        ``where[..., None]`` to mask whole rows).
 
     Returns:
       Per-example divergences, ``>= 0``.
 
     Examples:
       >>> import jax.numpy as jnp, jxent
-      >>> jxent.losses.convex_kl_divergence(jnp.log(jnp.array([0.5, 0.5])), jnp.array([1.0, 0.0]))
+      >>> jxent.losses.generalized_kl_divergence(jnp.log(jnp.array([0.5, 0.5])),
+      ...     jnp.array([1.0, 0.0]))
       Array(0.6931472, dtype=float32)
     """
     log_predictions, targets, mask = _prepare(
@@ -142,6 +154,35 @@ def convex_kl_divergence(
     )
     excess = _masked_sum(jnp.exp(log_predictions) - targets, mask)
     return _kl(log_predictions, targets, mask) + excess
+
+
+def convex_kl_divergence(
+    log_predictions: jax.typing.ArrayLike,
+    targets: jax.typing.ArrayLike,
+    axis: Axis = -1,
+    where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+    """optax's deprecated name of :func:`generalized_kl_divergence`.
+
+    It warns with a ``DeprecationWarning``, as optax 0.2.8 does, and returns
+    the same values.
+
+    Args:
+      log_predictions: log of the predicted measure.
+      targets: the target measure.
+      axis: the class axis or axes; None makes every axis a class axis.
+      where: boolean mask broadcast from the right against the inputs.
+
+    Returns:
+      Per-example divergences, ``>= 0``.
+    """
+    warnings.warn(
+        "The function convex_kl_divergence is deprecated. "
+        "Please use generalized_kl_divergence instead.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return generalized_kl_divergence(log_predictions, targets, axis, where)
 
 
 def distillation_loss(
@@ -162,9 +203,12 @@ def distillation_loss(
     Args:
       student_logits: the student's logits ``[..., K]``.
       teacher_logits: the teacher's logits, broadcastable with the student's.
-      temperature: softening temperature T > 0.
-      axis: the class axis or axes.
-      where: boolean class mask (excluded from both softmaxes).
+      temperature: softening temperature T > 0; may be traced (a ``jit``
+        argument: a schedule), and a traced T <= 0 gives NaN.
+      axis: the class axis or axes; None makes every axis a class axis.
+      where: boolean class mask (excluded from both softmaxes), or a mask of
+        another rank expanded at ``axis`` (one of the batch shape masks whole
+        rows: they give 0).
 
     Returns:
       Per-example losses.
@@ -178,10 +222,18 @@ def distillation_loss(
       >>> jxent.losses.distillation_loss(jnp.zeros(3), jnp.zeros(3), temperature=2.0)
       Array(0., dtype=float32)
     """
-    if not float(temperature) > 0:
-        raise ValueError(f"temperature must be positive, got {temperature!r}")
-    student = as_float_array(student_logits, "student_logits") / temperature
-    teacher = as_float_array(teacher_logits, "teacher_logits") / temperature
+    temperature = _validation.option_in_domain(
+        temperature, "temperature", "positive", lambda t: t > 0
+    )
+    student = as_float_array(student_logits, "student_logits")
+    teacher = as_float_array(teacher_logits, "teacher_logits")
+    temperature = jnp.asarray(temperature, jnp.result_type(student, teacher))
     where = expand_row_mask(where, student.ndim, axis)
-    divergence = kl_divergence_from_logits(teacher, student, axis=axis, where=where)
+    shape = broadcast_pair(student, teacher, ("student_logits", "teacher_logits"))[0].shape
+    axes = class_axes(axis, len(shape))
+    if math.prod(shape[a] for a in axes) == 0:
+        raise ValueError(f"student_logits of shape {shape} has no classes along axis={axis!r}")
+    divergence = kl_divergence_from_logits(
+        teacher / temperature, student / temperature, axis=axes, where=where
+    )
     return temperature**2 * divergence

@@ -12,13 +12,14 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _validation
-from .._checks import class_mask
-from ._fused_kernels import FusedOptions, token_status
+from .._checks import check_ignore_index, class_mask
+from ._fused_kernels import FusedOptions, Hyperparameters, accumulation_dtype, token_status
 from ._fused_per_token import per_token_cross_entropy
 from ._fused_reduced import reduced_cross_entropy, reduction_divisor
-from ._integer import total_classes
+from ._integer import smoothing_and_z_loss, total_classes
 
 Reduction = Literal["none", "sum", "mean"]
 
@@ -58,7 +59,7 @@ def default_tiles(
     return block, max(1, min(token_block, tokens))
 
 
-def _check_arguments(hidden, weight, labels, bias, *, label_smoothing, softcap, reduction):
+def _check_arguments(hidden, weight, labels, bias, *, reduction):
     for name, x in (("hidden", hidden), ("weight", weight)):
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
@@ -83,12 +84,26 @@ def _check_arguments(hidden, weight, labels, bias, *, label_smoothing, softcap, 
             raise TypeError(f"bias must be a floating-point array, got dtype {bias.dtype}")
         if bias.shape != weight.shape[1:]:
             raise ValueError(f"bias of shape {bias.shape} must be [{weight.shape[1]}]")
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    if softcap is not None and not float(softcap) > 0:
-        raise ValueError(f"softcap must be positive or None, got {softcap!r}")
     if reduction not in ("none", "sum", "mean"):
         raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+
+
+def _hyperparameters(label_smoothing, z_loss, softcap, dtype) -> Hyperparameters:
+    """The scalar options as arrays (concrete or traced), None where statically off.
+
+    They are not differentiated: a schedule passes them as data.
+    """
+    smoothing, z_loss = smoothing_and_z_loss(label_smoothing, z_loss, dtype)
+    if softcap is not None:
+        if np.ndim(softcap) != 0:
+            raise ValueError(f"softcap must be a scalar or None, got shape {np.shape(softcap)}")
+        softcap = jnp.asarray(
+            _validation.option_in_domain(softcap, "softcap", "positive or None", lambda c: c > 0),
+            dtype,
+        )
+    return Hyperparameters(
+        *(None if x is None else jax.lax.stop_gradient(x) for x in (smoothing, z_loss, softcap))
+    )
 
 
 def _positive_or_none(value: int | None, name: str) -> int | None:
@@ -118,15 +133,8 @@ def fused_cross_entropy(
     weight = jnp.asarray(weight)
     labels = jnp.asarray(labels)
     bias = None if bias is None else jnp.asarray(bias)
-    _check_arguments(
-        hidden,
-        weight,
-        labels,
-        bias,
-        label_smoothing=label_smoothing,
-        softcap=softcap,
-        reduction=reduction,
-    )
+    _check_arguments(hidden, weight, labels, bias, reduction=reduction)
+    hyper = _hyperparameters(label_smoothing, z_loss, softcap, accumulation_dtype(hidden, weight))
     counted = class_mask(where, labels.shape)
     reduced = reduction != "none"
     # The one-sweep reduced path needs whole vocabulary rows on one device.
@@ -139,10 +147,7 @@ def fused_cross_entropy(
         _positive_or_none(token_block_size, "token_block_size"),
     )
     options = FusedOptions(
-        ignore_index=None if ignore_index is None else int(ignore_index),
-        label_smoothing=float(label_smoothing),
-        z_loss=float(z_loss),
-        softcap=None if softcap is None else float(softcap),
+        ignore_index=check_ignore_index(ignore_index),
         block_size=block,
         token_block_size=token_block,
         axis_name=axis_name,
@@ -156,8 +161,9 @@ def fused_cross_entropy(
     flat_counted = None if counted is None else counted.reshape(-1)
     if one_sweep:
         args = (flat_hidden, weight, bias, flat_labels, flat_counted)
-        return reduced_cross_entropy(*args, options, reduction == "mean")
-    losses = per_token_cross_entropy(flat_hidden, weight, bias, flat_labels, flat_counted, options)
+        return reduced_cross_entropy(*args, hyper, options, reduction == "mean")
+    args = (flat_hidden, weight, bias, flat_labels, flat_counted, hyper)
+    losses = per_token_cross_entropy(*args, options)
     if not reduced:
         return losses.reshape(labels.shape)
     status = token_status(flat_labels, flat_counted, weight.shape[1], options)

@@ -23,12 +23,20 @@ class FusedOptions(NamedTuple):
     """Static options of the fused loss (hashable: a ``nondiff_argnums`` entry)."""
 
     ignore_index: int | None
-    label_smoothing: float
-    z_loss: float
-    softcap: float | None
     block_size: int  # vocabulary columns per tile
     token_block_size: int  # tokens per tile
     axis_name: str | tuple[str, ...] | None = None
+
+
+class Hyperparameters(NamedTuple):
+    """The loss's scalar hyperparameters, each None when statically off.
+
+    Arrays, not static options, so that a schedule can pass them traced.
+    """
+
+    label_smoothing: jax.Array | None
+    z_loss: jax.Array | None
+    softcap: jax.Array | None
 
 
 def accumulation_dtype(hidden: jax.Array, weight: jax.Array) -> jnp.dtype:
@@ -98,7 +106,7 @@ def for_each_slice(
 
 
 def tile_logits(
-    hidden: jax.Array, weight: jax.Array, bias: jax.Array | None, softcap: float | None
+    hidden: jax.Array, weight: jax.Array, bias: jax.Array | None, softcap: jax.Array | None
 ) -> jax.Array:
     """Logits ``softcap(hidden @ weight + bias)`` of one tile, accumulated in float32."""
     dtype = accumulation_dtype(hidden, weight)
@@ -115,7 +123,7 @@ def tile_logit_gradient(
     lse: jax.Array,
     is_label: jax.Array,
     scales: "LossScales",
-    softcap: float | None,
+    softcap: jax.Array | None,
 ) -> jax.Array:
     """d loss / d (hidden @ weight + bias) on one tile, in the accumulation dtype.
 
@@ -139,14 +147,16 @@ class LossScales(NamedTuple):
 
 
 def loss_scales(
-    cotangent: jax.Array, lse: jax.Array, vocab: int, options: FusedOptions
+    cotangent: jax.Array, lse: jax.Array, vocab: int, hyper: Hyperparameters
 ) -> LossScales:
     """The coefficients of :func:`tile_logit_gradient` for a per-token cotangent."""
-    smoothing = options.label_smoothing
+    prob = cotangent if hyper.z_loss is None else cotangent * (1 + 2 * hyper.z_loss * lse)
+    if hyper.label_smoothing is None:
+        return LossScales(prob=prob, label=cotangent, uniform=jnp.zeros_like(cotangent))
     return LossScales(
-        prob=cotangent * (1 + 2 * options.z_loss * lse),
-        label=cotangent * (1 - smoothing),
-        uniform=cotangent * (smoothing / vocab),
+        prob=prob,
+        label=cotangent * (1 - hyper.label_smoothing),
+        uniform=cotangent * (hyper.label_smoothing / vocab),
     )
 
 
@@ -181,19 +191,19 @@ def combine_loss(
     label_logit: jax.Array,
     mean_logit: jax.Array | None,
     status: TokenStatus,
-    options: FusedOptions,
+    hyper: Hyperparameters,
 ) -> jax.Array:
     """Per-token loss from the row's peak, log Σ exp(z - peak) and label logit.
 
     ``(peak - z_k) + log Σ`` keeps the digits of a small loss that ``lse - z_k``
     loses when ``lse`` is rounded near large logits.
     """
-    smoothing = options.label_smoothing
-    loss = (1 - smoothing) * ((peak - label_logit) + log_total)
-    if smoothing:
-        loss = loss + smoothing * ((peak - mean_logit) + log_total)
-    if options.z_loss:
-        loss = loss + options.z_loss * (peak + log_total) ** 2
+    smoothing = hyper.label_smoothing
+    loss = (peak - label_logit) + log_total
+    if smoothing is not None:
+        loss = (1 - smoothing) * loss + smoothing * ((peak - mean_logit) + log_total)
+    if hyper.z_loss is not None:
+        loss = loss + hyper.z_loss * (peak + log_total) ** 2
     loss = jnp.where(status.skipped, 0, loss)
     return jnp.where(status.invalid, jnp.nan, loss)
 

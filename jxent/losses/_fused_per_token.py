@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from ._fused_kernels import (
     FusedOptions,
+    Hyperparameters,
     accumulation_dtype,
     as_bits,
     combine_loss,
@@ -37,7 +38,7 @@ from ._fused_kernels import (
 from ._integer import all_max, all_sum, first_class, total_classes
 
 
-def _vocabulary_sweep(hidden, weight, bias, labels, options: FusedOptions):
+def _vocabulary_sweep(hidden, weight, bias, labels, hyper: Hyperparameters, options: FusedOptions):
     """Per-token (peak, Σ exp(z - peak), label logit, Σ z) over this device's vocabulary."""
     offset = first_class(weight.shape[1], options.axis_name)
     dtype = accumulation_dtype(hidden, weight)
@@ -49,7 +50,7 @@ def _vocabulary_sweep(hidden, weight, bias, labels, options: FusedOptions):
             hidden,
             take(weight, start, width, 1),
             None if bias is None else take(bias, start, width, 0),
-            options.softcap,
+            hyper.softcap,
         )
         new_peak = jnp.maximum(peak, jnp.max(logits, axis=1))
         # A block or row whose logits are all -inf (a -inf bias) leaves the peak -inf.
@@ -59,7 +60,7 @@ def _vocabulary_sweep(hidden, weight, bias, labels, options: FusedOptions):
         )
         is_label = (offset + start + jnp.arange(width))[None, :] == labels[:, None]
         label_logit = label_logit + jnp.sum(jnp.where(is_label, logits, 0), axis=1)
-        if options.label_smoothing:
+        if hyper.label_smoothing is not None:
             logit_sum = logit_sum + jnp.sum(logits, axis=1)
         return new_peak, total, label_logit, logit_sum
 
@@ -68,14 +69,16 @@ def _vocabulary_sweep(hidden, weight, bias, labels, options: FusedOptions):
     )
 
 
-def per_token_forward(hidden, weight, bias, labels, counted, options: FusedOptions):
+def per_token_forward(
+    hidden, weight, bias, labels, counted, hyper: Hyperparameters, options: FusedOptions
+):
     """Per-token losses ``[N]`` and log-sum-exps ``[N]`` (for the backward)."""
     dtype = accumulation_dtype(hidden, weight)
     rows = varying_like(jnp.zeros(hidden.shape[:1], dtype), hidden, weight, bias, labels)
 
     def token_tile(start, size, stats):
         tile = _vocabulary_sweep(
-            take(hidden, start, size, 0), weight, bias, take(labels, start, size, 0), options
+            take(hidden, start, size, 0), weight, bias, take(labels, start, size, 0), hyper, options
         )
         return tuple(put(s, t, start, 0) for s, t in zip(stats, tile, strict=True))
 
@@ -90,29 +93,33 @@ def per_token_forward(hidden, weight, bias, labels, counted, options: FusedOptio
     total = all_sum(total * jnp.exp(peak - finite_peak), axis_name)
     label_logit = all_sum(label_logit, axis_name)
     vocab = total_classes(weight.shape[1], axis_name)
-    mean_logit = all_sum(logit_sum, axis_name) / vocab if options.label_smoothing else None
+    smoothing = hyper.label_smoothing is not None
+    mean_logit = all_sum(logit_sum, axis_name) / vocab if smoothing else None
     status = token_status(labels, counted, weight.shape[1], options)
     # A row with every logit -inf is empty: loss 0 and gradient 0.
     empty = total == 0
     status = status._replace(skipped=status.skipped | empty)
     log_total = jnp.log(jnp.where(empty, 1, total))
-    loss = combine_loss(finite_peak, log_total, label_logit, mean_logit, status, options)
+    loss = combine_loss(finite_peak, log_total, label_logit, mean_logit, status, hyper)
     return loss, finite_peak + log_total, status
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def per_token_cross_entropy(hidden, weight, bias, labels, counted, options):
-    """Losses ``[N]`` of ``hidden[N, D] @ weight[D, V] + bias``, masked by ``counted``."""
-    return per_token_forward(hidden, weight, bias, labels, counted, options)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def per_token_cross_entropy(hidden, weight, bias, labels, counted, hyper, options):
+    """Losses ``[N]`` of ``hidden[N, D] @ weight[D, V] + bias``, masked by ``counted``.
+
+    ``hyper`` is not differentiated (its cotangent is 0).
+    """
+    return per_token_forward(hidden, weight, bias, labels, counted, hyper, options)[0]
 
 
-def _per_token_fwd(hidden, weight, bias, labels, counted, options):
-    loss, lse, status = per_token_forward(hidden, weight, bias, labels, counted, options)
-    return loss, (hidden, weight, bias, labels, lse, status)
+def _per_token_fwd(hidden, weight, bias, labels, counted, hyper, options):
+    loss, lse, status = per_token_forward(hidden, weight, bias, labels, counted, hyper, options)
+    return loss, (hidden, weight, bias, labels, lse, status, hyper)
 
 
 def _per_token_bwd(options: FusedOptions, residuals, d_loss):
-    hidden, weight, bias, labels, lse, status = residuals
+    hidden, weight, bias, labels, lse, status, hyper = residuals
     local_vocab, axis_name = weight.shape[1], options.axis_name
     offset = first_class(local_vocab, axis_name)
     dtype = accumulation_dtype(hidden, weight)
@@ -124,7 +131,7 @@ def _per_token_bwd(options: FusedOptions, residuals, d_loss):
         # psum of the cotangent, makes it whole again.
         d_loss = jax.lax.psum(d_loss, axis_name)
     cotangent = per_token_cotangent(d_loss, status, dtype)
-    scales = loss_scales(cotangent, lse, total_classes(local_vocab, axis_name), options)
+    scales = loss_scales(cotangent, lse, total_classes(local_vocab, axis_name), hyper)
     sources = (hidden, weight, bias, labels, lse, d_loss, *status)
 
     def vocab_block(start, width, carry):
@@ -136,11 +143,11 @@ def _per_token_bwd(options: FusedOptions, residuals, d_loss):
         def token_tile(t_start, size, inner):
             d_hidden, d_w, d_b = inner
             h = take(hidden, t_start, size, 0)
-            logits = tile_logits(h, w, b, options.softcap)
+            logits = tile_logits(h, w, b, hyper.softcap)
             is_label = columns[None, :] == take(labels, t_start, size, 0)[:, None]
             tile_scales = type(scales)(*(take(s, t_start, size, 0) for s in scales))
             d_logits = tile_logit_gradient(
-                logits, take(lse, t_start, size, 0), is_label, tile_scales, options.softcap
+                logits, take(lse, t_start, size, 0), is_label, tile_scales, hyper.softcap
             )
             d_operand = d_logits.astype(operand)
             d_h = jax.lax.dot_general(
@@ -179,7 +186,8 @@ def _per_token_bwd(options: FusedOptions, residuals, d_loss):
     d_hidden = sum_over_sharers(d_hidden, hidden)
     d_weight = sum_over_sharers(d_weight, weight)
     d_bias = None if bias is None else sum_over_sharers(d_bias, bias)
-    return d_hidden.astype(hidden.dtype), d_weight, d_bias, None, None
+    d_hyper = jax.tree.map(jnp.zeros_like, hyper)
+    return d_hidden.astype(hidden.dtype), d_weight, d_bias, None, None, d_hyper
 
 
 per_token_cross_entropy.defvjp(_per_token_fwd, _per_token_bwd)

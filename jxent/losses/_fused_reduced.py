@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from ._fused_kernels import (
     FusedOptions,
+    Hyperparameters,
     TokenStatus,
     accumulation_dtype,
     combine_loss,
@@ -42,15 +43,20 @@ def reduction_divisor(status: TokenStatus, mean: bool, dtype) -> jax.Array:
     return jnp.maximum(jnp.sum(~status.skipped), 1).astype(dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def reduced_cross_entropy(hidden, weight, bias, labels, counted, options, mean):
-    """Σ or mean over counted tokens of the losses of ``hidden[N, D] @ weight[D, V] + bias``."""
-    losses = per_token_forward(hidden, weight, bias, labels, counted, options)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def reduced_cross_entropy(hidden, weight, bias, labels, counted, hyper, options, mean):
+    """Σ or mean over counted tokens of the losses of ``hidden[N, D] @ weight[D, V] + bias``.
+
+    ``hyper`` is not differentiated (its cotangent is 0).
+    """
+    losses = per_token_forward(hidden, weight, bias, labels, counted, hyper, options)[0]
     status = token_status(labels, counted, weight.shape[1], options)
     return jnp.sum(losses) / reduction_divisor(status, mean, losses.dtype)
 
 
-def _reduced_fwd(hidden, weight, bias, labels, counted, options: FusedOptions, mean: bool):
+def _reduced_fwd(
+    hidden, weight, bias, labels, counted, hyper: Hyperparameters, options: FusedOptions, mean
+):
     dtype = accumulation_dtype(hidden, weight)
     operand = matmul_dtype(hidden, weight)
     vocab = weight.shape[1]
@@ -64,22 +70,23 @@ def _reduced_fwd(hidden, weight, bias, labels, counted, options: FusedOptions, m
         h = take(hidden, start, size, 0)
         y = take(labels, start, size, 0)
         tile_status = type(status)(*(take(s, start, size, 0) for s in status))
-        logits = tile_logits(h, weight, bias, options.softcap)
+        logits = tile_logits(h, weight, bias, hyper.softcap)
         peak = jnp.max(logits, axis=1)
         empty = peak == -jnp.inf
         peak = jnp.where(empty, 0, peak)
         log_total = jnp.log(jnp.where(empty, 1, jnp.sum(jnp.exp(logits - peak[:, None]), axis=1)))
         is_label = columns[None, :] == y[:, None]
         label_logit = jnp.sum(jnp.where(is_label, logits, 0), axis=1)
-        mean_logit = jnp.mean(logits, axis=1) if options.label_smoothing else None
+        smoothing = hyper.label_smoothing is not None
+        mean_logit = jnp.mean(logits, axis=1) if smoothing else None
         tile_status = tile_status._replace(skipped=tile_status.skipped | empty)
-        losses = combine_loss(peak, log_total, label_logit, mean_logit, tile_status, options)
+        losses = combine_loss(peak, log_total, label_logit, mean_logit, tile_status, hyper)
         loss_sum = loss_sum + jnp.sum(losses)
 
         lse = peak + log_total
         cotangent = per_token_cotangent(take(token_weight, start, size, 0), tile_status, dtype)
-        scales = loss_scales(cotangent, lse, vocab, options)
-        d_logits = tile_logit_gradient(logits, lse, is_label, scales, options.softcap)
+        scales = loss_scales(cotangent, lse, vocab, hyper)
+        d_logits = tile_logit_gradient(logits, lse, is_label, scales, hyper.softcap)
         d_operand = d_logits.astype(operand)
         d_h = jax.lax.dot_general(
             d_operand, weight, (((1,), (1,)), ((), ())), preferred_element_type=dtype
@@ -103,12 +110,12 @@ def _reduced_fwd(hidden, weight, bias, labels, counted, options: FusedOptions, m
         hidden.shape[0], options.token_block_size, token_tile, init
     )
     # The gradients are of the reduced loss already; the backward only scales them.
-    return loss_sum / divisor, (d_hidden, d_weight, d_bias, hidden, weight, bias)
+    return loss_sum / divisor, (d_hidden, d_weight, d_bias, hidden, weight, bias, hyper)
 
 
 def _reduced_bwd(options, mean, residuals, d_loss):
     del options, mean
-    d_hidden, d_weight, d_bias, hidden, weight, bias = residuals
+    d_hidden, d_weight, d_bias, hidden, weight, bias, hyper = residuals
 
     def scaled(gradient, primal):
         # Inside shard_map, an input shared by several devices (the weight
@@ -122,6 +129,7 @@ def _reduced_bwd(options, mean, residuals, d_loss):
         None if bias is None else scaled(d_bias, bias),
         None,
         None,
+        jax.tree.map(jnp.zeros_like, hyper),
     )
 
 

@@ -4,6 +4,10 @@ The same rule serves the vocab-parallel loss: with an ``axis_name``, the
 logits are this device's slice of the vocabulary and every per-row reduction
 is completed by a collective over that axis (a ``pmax`` and ``psum`` of
 per-row vectors, never the logits).
+
+Every gap ``lse - z_j`` is computed as ``(peak - z_j) + log(total)``, with
+``peak`` the row maximum and ``total`` the sum of ``exp(z - peak)``: ``lse``
+rounded to float32 near ``|z| = 1e4`` has lost the digits of a small loss.
 """
 
 import functools
@@ -11,17 +15,16 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from .. import _validation
-from .._checks import as_float_array, label_status
-from ._classes import Axis, classes_last
+from .._checks import as_float_array, check_ignore_index, is_traced, label_status
+from ._classes import Axis, classes_last, expand_row_mask
 
 
 class Options(NamedTuple):
     ignore_index: int | None = None
-    label_smoothing: float = 0.0
-    z_loss: float = 0.0
     axis_name: str | tuple[str, ...] | None = None
 
 
@@ -42,32 +45,61 @@ def total_classes(num_local: int, axis_name) -> int:
     return num_local if axis_name is None else num_local * jax.lax.axis_size(axis_name)
 
 
+def smoothing_and_z_loss(label_smoothing, z_loss, dtype) -> tuple[jax.Array | None, ...]:
+    """``label_smoothing`` (in [0, 1]) and ``z_loss`` (>= 0) as scalars of
+    ``dtype``, None where statically 0 (the term is left out of the program).
+
+    Concrete values outside their domain raise ValueError; traced ones may be
+    jit arguments (a schedule) and give NaN where outside.
+    """
+    prepared = []
+    for value, name, domain, inside in (
+        (label_smoothing, "label_smoothing", "in [0, 1]", lambda a: (a >= 0) & (a <= 1)),
+        (z_loss, "z_loss", "non-negative", lambda a: a >= 0),
+    ):
+        if np.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
+        value = _validation.option_in_domain(value, name, domain, inside)
+        static_zero = not is_traced(value) and float(value) == 0
+        prepared.append(None if static_zero else jnp.asarray(value, dtype))
+    return tuple(prepared)
+
+
 class _Forward(NamedTuple):
     loss: jax.Array
     masked: jax.Array  # logits with masked classes at -inf
-    shifted_exp: jax.Array  # exp(z - row max), reused by the derivative
-    total: jax.Array  # Σ exp(z - row max) over the row (1 for an empty row)
-    lse: jax.Array
+    shifted_exp: jax.Array  # exp(z - peak), reused by the derivative
+    total: jax.Array  # Σ exp(z - peak) over the row (1 for an empty row)
+    peak: jax.Array  # the row maximum (0 for an empty row)
+    log_total: jax.Array
+    label_gap: jax.Array  # lse - z_k, as (peak - z_k) + log(total)
     local_labels: jax.Array  # label minus this shard's first class
     label_weight: jax.Array
     zero: jax.Array  # rows with loss 0 and gradient 0
     invalid: jax.Array  # rows with NaN loss and gradient
     count: jax.Array | None  # unmasked classes per row (with smoothing)
     total_weight: jax.Array | None  # Σ_j w_j over unmasked classes (with smoothing)
+    mean_gap: jax.Array | None  # Σ_j w_j (lse - z_j) / count (with smoothing)
 
 
-def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
-    axis_name, smoothing = options.axis_name, options.label_smoothing
+def _gaps(peak, log_total, masked, mask):
+    """lse - z_j per class, 0 on masked classes (where it is +inf)."""
+    gap = (peak[..., None] - masked) + log_total[..., None]
+    return gap if mask is None else jnp.where(mask, gap, 0)
+
+
+def _forward(logits, labels, weights, mask, smoothing, z_loss, options: Options) -> _Forward:
+    axis_name = options.axis_name
     num_local = logits.shape[-1]
     masked = logits if mask is None else jnp.where(mask, logits, -jnp.inf)
     peak = all_max(jnp.max(masked, axis=-1), axis_name)
-    peak = jnp.where(peak == -jnp.inf, 0, peak)
+    empty = peak == -jnp.inf
+    peak = jnp.where(empty, 0, peak)
     # The one exp pass: the derivative's softmax reuses it.
     shifted_exp = jnp.exp(masked - peak[..., None])
     total = all_sum(jnp.sum(shifted_exp, axis=-1), axis_name)
-    empty = total == 0
     total = jnp.where(empty, 1, total)
-    lse = peak + jnp.log(total)
+    log_total = jnp.log(total)
 
     num_classes = total_classes(num_local, axis_name)
     ignored, invalid = label_status(labels, num_classes, options.ignore_index)
@@ -79,25 +111,27 @@ def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
         jnp.where(here, jnp.take_along_axis(logits, index, axis=-1)[..., 0], 0), axis_name
     )
     if weights is None:
-        label_weight = jnp.ones_like(lse)
+        label_weight = jnp.ones_like(peak)
     else:
         picked = jnp.take_along_axis(jnp.broadcast_to(weights, logits.shape), index, axis=-1)
         label_weight = all_sum(jnp.where(here, picked[..., 0], 0), axis_name)
-    loss = (1 - smoothing) * label_weight * (lse - label_logit)
+    label_gap = (peak - label_logit) + log_total
+    loss = label_weight * label_gap
 
-    count = total_weight = None
-    if smoothing:
+    count = total_weight = mean_gap = None
+    if smoothing is not None:
         unmasked = jnp.ones(logits.shape, bool) if mask is None else mask
         class_weight = jnp.ones_like(logits) if weights is None else weights
-        # Masked classes (lse - z = +inf) are zeroed before the weights multiply
-        # them: w * inf would make reverse-mode d/dw 0 * inf = NaN (second order).
-        gap = jnp.where(unmasked, lse[..., None] - masked, 0)
+        # Masked classes (gap +inf) are zeroed before the weights multiply them:
+        # w * inf would make reverse-mode d/dw 0 * inf = NaN (second order).
+        gap = _gaps(peak, log_total, masked, mask)
         gap = jnp.where(class_weight != 0, class_weight * gap, 0)
-        count = jnp.maximum(all_sum(jnp.sum(unmasked, axis=-1), axis_name), 1).astype(lse.dtype)
+        count = jnp.maximum(all_sum(jnp.sum(unmasked, axis=-1), axis_name), 1).astype(peak.dtype)
         total_weight = all_sum(jnp.sum(jnp.where(unmasked, class_weight, 0), axis=-1), axis_name)
-        loss = loss + smoothing / count * all_sum(jnp.sum(gap, axis=-1), axis_name)
-    if options.z_loss:
-        loss = loss + options.z_loss * lse**2
+        mean_gap = all_sum(jnp.sum(gap, axis=-1), axis_name) / count
+        loss = (1 - smoothing) * loss + smoothing * mean_gap
+    if z_loss is not None:
+        loss = loss + z_loss * (peak + log_total) ** 2
 
     zero = empty | ignored
     loss = jnp.where(invalid, jnp.nan, jnp.where(zero, 0, loss))
@@ -106,63 +140,98 @@ def _forward(logits, labels, weights, mask, options: Options) -> _Forward:
         masked,
         shifted_exp,
         total,
-        lse,
+        peak,
+        log_total,
+        label_gap,
         local_labels,
         label_weight,
         zero,
         invalid,
         count,
         total_weight,
+        mean_gap,
     )
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
-def integer_cross_entropy(logits, labels, weights, mask, options: Options):
-    """The loss on ``[..., K]`` logits (a vocabulary shard with an axis name)."""
-    return _forward(logits, labels, weights, mask, options).loss
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
+def integer_cross_entropy(logits, labels, weights, mask, smoothing, z_loss, options: Options):
+    """The loss on ``[..., K]`` logits (a vocabulary shard with an axis name);
+    ``smoothing`` and ``z_loss`` are scalars, or None for none."""
+    return _forward(logits, labels, weights, mask, smoothing, z_loss, options).loss
 
 
-def _integer_cross_entropy_jvp(options: Options, primals, tangents):
-    logits, _, weights, mask = primals
-    d_logits, _, d_weights, _ = tangents
-    fwd = _forward(*primals, options)
-    smoothing = options.label_smoothing
-    is_label = jnp.arange(logits.shape[-1]) == fwd.local_labels[..., None]
+def _is_zero(tangent) -> bool:
+    return tangent is None or isinstance(tangent, SymbolicZero)
+
+
+def _edges(fwd: _Forward, coefficient: jax.Array) -> jax.Array:
+    """A derivative coefficient with zero rows at 0 and invalid rows at NaN, so
+    that an invalid row's gradient is NaN in reverse mode too."""
+    rows = (...,) + (None,) * (coefficient.ndim - fwd.zero.ndim)
+    coefficient = jnp.where(fwd.zero[rows], 0, coefficient)
+    return jnp.where(fwd.invalid[rows], jnp.nan, coefficient)
+
+
+def _logits_coefficient(fwd: _Forward, is_label, weights, mask, smoothing, z_loss):
+    """d loss / d z_j = c p_j - (1-α) w_k [j = k] - (α/K) w_j [j unmasked]:
+    a select against the label, never a one-hot array or a scatter."""
     probs = fwd.shifted_exp / fwd.total[..., None]
-    # d loss / d z_j = c p_j - (1-α) w_k [j = k] - (α/K) w_j [j unmasked]:
-    # a select against the label, never a one-hot array or a scatter.
-    coefficient = (1 - smoothing) * fwd.label_weight + 2 * options.z_loss * fwd.lse
-    grad = coefficient[..., None] * probs
-    if smoothing:
+    keep = 1 if smoothing is None else 1 - smoothing
+    coefficient = keep * fwd.label_weight
+    if z_loss is not None:
+        coefficient = coefficient + 2 * z_loss * (fwd.peak + fwd.log_total)
+    if smoothing is None:
+        grad = coefficient[..., None] * probs
+    else:
         coefficient = coefficient + smoothing / fwd.count * fwd.total_weight
         unmasked = True if mask is None else mask
         class_weight = 1.0 if weights is None else weights
         smooth_weights = jnp.where(unmasked, class_weight, 0) * (smoothing / fwd.count)[..., None]
         grad = coefficient[..., None] * probs - smooth_weights
-    grad = jnp.where(is_label, grad - ((1 - smoothing) * fwd.label_weight)[..., None], grad)
-    grad = jnp.where(fwd.zero[..., None], 0, grad)
-    grad = jnp.where(fwd.invalid[..., None], jnp.nan, grad)
+    return jnp.where(is_label, grad - (keep * fwd.label_weight)[..., None], grad)
+
+
+def _weights_coefficient(fwd: _Forward, is_label, mask, smoothing):
+    """d loss / d w_j = (1-α) [j = k] (lse - z_j) + (α/K) [j unmasked] (lse - z_j)."""
+    gap = _gaps(fwd.peak, fwd.log_total, fwd.masked, None)
+    keep = 1 if smoothing is None else 1 - smoothing
+    per_class = jnp.where(is_label, keep * gap, 0)
+    if smoothing is not None:
+        unmasked = True if mask is None else mask
+        per_class = per_class + jnp.where(unmasked, smoothing / fwd.count[..., None] * gap, 0)
+    return per_class
+
+
+def _integer_cross_entropy_jvp(options: Options, primals, tangents):
+    logits, _, weights, mask, smoothing, z_loss = primals
+    d_logits, _, d_weights, _, d_smoothing, d_z_loss = tangents
+    fwd = _forward(*primals, options)
+    is_label = jnp.arange(logits.shape[-1]) == fwd.local_labels[..., None]
 
     tangent = jnp.zeros_like(fwd.loss)
-    if not isinstance(d_logits, SymbolicZero):
-        tangent = jnp.sum(grad * d_logits, axis=-1)
-    if weights is not None and not isinstance(d_weights, SymbolicZero):
-        gap = fwd.lse[..., None] - fwd.masked
-        per_class = jnp.where(is_label, (1 - smoothing) * gap, 0)
-        if smoothing:
-            unmasked = True if mask is None else mask
-            per_class = per_class + jnp.where(unmasked, smoothing / fwd.count[..., None] * gap, 0)
-        per_class = jnp.where(fwd.zero[..., None], 0, per_class)
-        tangent = tangent + jnp.sum(per_class * d_weights, axis=-1)
+    if not _is_zero(d_logits):
+        grad = _logits_coefficient(fwd, is_label, weights, mask, smoothing, z_loss)
+        tangent = jnp.sum(_edges(fwd, grad) * d_logits, axis=-1)
+    if weights is not None and not _is_zero(d_weights):
+        per_class = _weights_coefficient(fwd, is_label, mask, smoothing)
+        tangent = tangent + jnp.sum(_edges(fwd, per_class) * d_weights, axis=-1)
     tangent = all_sum(tangent, options.axis_name)
+    # Per-row terms, already complete on every shard: d/dα and d/dλ.
+    if smoothing is not None and not _is_zero(d_smoothing):
+        d_alpha = fwd.mean_gap - fwd.label_weight * fwd.label_gap
+        tangent = tangent + _edges(fwd, d_alpha) * d_smoothing
+    if z_loss is not None and not _is_zero(d_z_loss):
+        tangent = tangent + _edges(fwd, (fwd.peak + fwd.log_total) ** 2) * d_z_loss
     return fwd.loss, jnp.where(fwd.invalid, jnp.nan, tangent)
 
 
 integer_cross_entropy.defjvp(_integer_cross_entropy_jvp, symbolic_zeros=True)
 
 
-def check_arguments(logits, labels, *, label_smoothing, class_weights=None):
-    """Shared trace-time checks of the integer-label losses."""
+def check_arguments(logits, labels, *, ignore_index, class_weights=None):
+    """Shared trace-time checks of the integer-label losses; returns the class
+    weights as an array of the logits' dtype (or None)."""
+    check_ignore_index(ignore_index)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.shape != logits.shape[:-1]:
@@ -170,8 +239,6 @@ def check_arguments(logits, labels, *, label_smoothing, class_weights=None):
             f"labels of shape {labels.shape} do not match the logits' batch shape "
             f"{logits.shape[:-1]} (logits flattened to {logits.shape})"
         )
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     if class_weights is None:
         return None
     weights = as_float_array(class_weights, "class_weights").astype(logits.dtype)
@@ -183,6 +250,12 @@ def check_arguments(logits, labels, *, label_smoothing, class_weights=None):
     return weights
 
 
+def check_labels(labels: jax.Array, num_classes, ignore_index: int | None) -> None:
+    """The validation mode's label check (nothing to check in an empty batch)."""
+    if labels.size:
+        _validation.check_labels(labels, num_classes, ignore_index)
+
+
 def softmax_cross_entropy_with_integer_labels(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
@@ -190,8 +263,8 @@ def softmax_cross_entropy_with_integer_labels(
     where: jax.typing.ArrayLike | None = None,
     *,
     ignore_index: int | None = None,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
+    label_smoothing: jax.typing.ArrayLike = 0.0,
+    z_loss: jax.typing.ArrayLike = 0.0,
     class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     r"""Softmax cross-entropy against integer labels, safe at every edge.
@@ -206,28 +279,43 @@ def softmax_cross_entropy_with_integer_labels(
     ``weight`` with ``reduction='none'``) and :math:`\lambda` the z-loss
     (PaLM). The derivative is :math:`c\, p_j - (1-\alpha) w_k [j = k] -
     \frac{\alpha}{K} w_j`: no one-hot array and no scatter in either mode.
+    Each gap :math:`\mathrm{lse}(z) - z_j` is computed as
+    :math:`(\max z - z_j) + \log \sum_i e^{z_i - \max z}`, so a small loss
+    keeps its digits at logits of :math:`\pm 10^4` in float32.
 
     A drop-in for ``optax.losses.softmax_cross_entropy_with_integer_labels``.
     Labels equal to ``ignore_index`` give loss 0 and gradient 0. Any other
     label outside ``[0, K)`` (negative ones included) gives NaN loss and NaN
     gradient for that example; see :func:`jxent.checked` to make it an error.
     A row with every class masked (or every logit ``-inf``) gives 0 and
-    gradient 0.
+    gradient 0. A label on a class that ``where`` masks keeps its logit while
+    the normaliser leaves it out, so the loss can be negative: that is
+    optax's value too.
 
     Args:
       logits: unnormalised log-probabilities ``[..., K]``.
       labels: integer labels ``[...]``; with a tuple ``axis``, a flat index
-        into the class axes (as optax).
-      axis: the class axis or axes.
-      where: boolean class mask broadcastable to ``logits``, or a per-row mask
-        of one rank less.
-      ignore_index: label value that contributes nothing.
-      label_smoothing: α; targets become (1-α)·one_hot + α/K.
-      z_loss: coefficient of the squared log-normaliser.
+        over the class axes in the order given (as optax).
+      axis: the class axis, or a tuple of axes in the order the labels index
+        them.
+      where: boolean mask broadcastable to ``logits`` (a class mask), or one
+        of another rank, expanded at ``axis`` as optax does (a mask of the
+        batch shape masks whole rows: they give 0).
+      ignore_index: int label value that contributes nothing, or None.
+      label_smoothing: α in [0, 1]; targets become (1-α)·one_hot + α/K. May
+        be traced (a ``jit`` argument).
+      z_loss: coefficient λ >= 0 of the squared log-normaliser. May be traced.
       class_weights: ``[K]`` weights, one per class.
 
     Returns:
       Per-example losses ``[...]`` in float32 (float64 under x64).
+
+    Raises:
+      ValueError: shapes that do not fit, an empty class axis, or a concrete
+        ``label_smoothing`` or ``z_loss`` outside its domain (a traced one
+        gives NaN, and an error under :func:`jxent.checked`).
+      TypeError: non-integer labels, non-float logits, ``ignore_index`` that
+        is not an int or None.
 
     Examples:
       >>> import jax.numpy as jnp, jxent
@@ -238,11 +326,15 @@ def softmax_cross_entropy_with_integer_labels(
     """
     logits = as_float_array(logits, "logits")
     labels = jnp.asarray(labels)
+    if axis is None:
+        raise ValueError("axis=None is not supported with integer labels: name the class axes")
+    where = expand_row_mask(where, logits.ndim, axis)
     logits, mask = classes_last(logits, axis, where, "logits")
     weights = check_arguments(
-        logits, labels, label_smoothing=label_smoothing, class_weights=class_weights
+        logits, labels, ignore_index=ignore_index, class_weights=class_weights
     )
+    smoothing, z_loss = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
     _validation.check_no_nan(logits, "logits")
-    _validation.check_labels(labels, logits.shape[-1], ignore_index)
-    options = Options(ignore_index, float(label_smoothing), float(z_loss))
-    return integer_cross_entropy(logits, labels, weights, mask, options)
+    check_labels(labels, logits.shape[-1], ignore_index)
+    options = Options(check_ignore_index(ignore_index))
+    return integer_cross_entropy(logits, labels, weights, mask, smoothing, z_loss, options)

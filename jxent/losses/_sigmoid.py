@@ -18,6 +18,25 @@ def _logits_and_labels(logits, labels) -> tuple[jax.Array, jax.Array]:
     return broadcast_pair(logits, labels, ("logits", "labels"))
 
 
+def _option(value, name: str, shape: tuple[int, ...], dtype, domain=None, inside=None):
+    """An option that multiplies the losses elementwise, as an array of ``dtype``
+    that broadcasts to the loss ``shape`` without growing it."""
+    if inside is not None:
+        value = _validation.option_in_domain(value, name, domain, inside)
+    value = jnp.asarray(value)
+    if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
+        raise TypeError(f"{name} must be a real number or array, got dtype {value.dtype}")
+    try:
+        fits = jnp.broadcast_shapes(value.shape, shape) == tuple(shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{name} of shape {value.shape} does not broadcast to the loss shape {shape}"
+        )
+    return value.astype(dtype)
+
+
 def sigmoid_binary_cross_entropy(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
@@ -36,7 +55,8 @@ def sigmoid_binary_cross_entropy(
       logits: logits of the positive event.
       labels: targets in [0, 1], broadcastable with ``logits``.
       pos_weight: weight :math:`w_+` of the positive term, as PyTorch's
-        ``BCEWithLogitsLoss(pos_weight=...)``.
+        ``BCEWithLogitsLoss(pos_weight=...)``: a number, or an array that
+        broadcasts to the loss shape (``[K]`` for one weight per class).
 
     Returns:
       Losses of the broadcast shape.
@@ -47,7 +67,9 @@ def sigmoid_binary_cross_entropy(
       Array([0.       , 0.6931472], dtype=float32)
     """
     logits, labels = _logits_and_labels(logits, labels)
-    positive = labels if pos_weight is None else labels * jnp.asarray(pos_weight, labels.dtype)
+    if pos_weight is not None:
+        pos_weight = _option(pos_weight, "pos_weight", labels.shape, labels.dtype)
+    positive = labels if pos_weight is None else labels * pos_weight
     # Subtracting from 0 (not negating) keeps an exact fit at +0, not -0.
     return (
         0.0
@@ -81,6 +103,11 @@ def sigmoid_focal_loss(
     A drop-in for ``optax.losses.sigmoid_focal_loss``, with ``alpha`` and
     ``gamma`` as there.
 
+    ``alpha`` and ``gamma`` may be arrays that broadcast to the loss shape, and
+    may be traced (``jit`` arguments); a concrete value outside its domain
+    raises ValueError, a traced one gives NaN (an error under
+    :func:`jxent.checked`).
+
     Args:
       logits: logits of the positive event.
       labels: targets in [0, 1], broadcastable with ``logits``.
@@ -100,10 +127,13 @@ def sigmoid_focal_loss(
       Array([0.6931472], dtype=float32)
     """
     logits, labels = _logits_and_labels(logits, labels)
+    shape, dtype = logits.shape, logits.dtype
+    gamma = _option(gamma, "gamma", shape, dtype, "non-negative", lambda g: g >= 0)
+    if alpha is not None:
+        alpha = _option(alpha, "alpha", shape, dtype, "in [0, 1]", lambda a: (a >= 0) & (a <= 1))
     cross_entropy = sigmoid_binary_cross_entropy(logits, labels)
     miss = (1 - labels) * jax.nn.sigmoid(logits) + labels * jax.nn.sigmoid(-logits)
-    loss = zero_safe_mul(cross_entropy, _power(miss, jnp.asarray(gamma, logits.dtype)))
+    loss = zero_safe_mul(cross_entropy, _power(miss, gamma))
     if alpha is None:
         return loss
-    alpha = jnp.asarray(alpha, logits.dtype)
     return (alpha * labels + (1 - alpha) * (1 - labels)) * loss

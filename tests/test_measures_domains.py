@@ -1,0 +1,159 @@
+"""Options outside their domain, empty batches, empty class axes and non-int axes."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import jxent
+
+INF, NAN = np.inf, np.nan
+P = jnp.array([[0.2, 0.8, 0.0], [0.5, 0.25, 0.25]])
+Q = jnp.array([[0.6, 0.4, 0.0], [0.25, 0.5, 0.25]])
+Z = jnp.log(P)
+
+# (function, its arguments, the option's name, values outside the domain)
+OPTIONS = [
+    (jxent.renyi_entropy, (P,), "alpha", [-1.0, -1e-30, NAN, -INF]),
+    (jxent.renyi_divergence, (P, Q), "alpha", [-0.5, NAN]),
+    (jxent.renyi_entropy_from_logits, (Z,), "alpha", [-2.0, NAN]),
+    (jxent.renyi_divergence_from_logits, (Z, Z), "alpha", [-1.0]),
+    (jxent.generalized_js_divergence, (P, Q), "beta", [1.5, -0.1, 1 + 1e-6, NAN, INF]),
+    (jxent.generalized_js_divergence_from_logits, (Z, Z), "beta", [2.0, -1.0]),
+]
+
+
+@pytest.mark.parametrize(("fn", "args", "name", "bad"), OPTIONS)
+def test_concrete_option_outside_its_domain_raises_naming_it(fn, args, name, bad):
+    for value in bad:
+        with pytest.raises(ValueError, match=rf"^{name} must be"):
+            fn(*args, value)
+    # One bad entry in an array of per-row options is enough.
+    with pytest.raises(ValueError, match=rf"^{name} must be"):
+        fn(*args, jnp.array([0.5, bad[0]]))
+    # The edges of the domain are in it.
+    edges = [0.0, INF] if name == "alpha" else [0.0, 1.0]
+    chex.assert_tree_all_finite(fn(*args, jnp.array(edges)))
+
+
+@pytest.mark.parametrize(("fn", "args", "name", "bad"), OPTIONS)
+def test_traced_option_outside_its_domain_is_nan_and_fails_validation(fn, args, name, bad):
+    options = jnp.array([0.5, bad[0]])
+    value = jax.jit(fn)(*args, options)
+    assert np.isfinite(value[0]) and np.isnan(value[1])
+    error, out = jax.jit(jxent.checked(fn))(*args, options)
+    with pytest.raises(checkify.JaxRuntimeError, match=rf"jxent: {name} must be"):
+        error.throw()
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(value))
+    error, _ = jax.jit(jxent.checked(fn))(*args, jnp.array([0.5, 0.25]))
+    assert error.get() is None
+
+
+def test_option_of_the_wrong_type_raises_type_error():
+    with pytest.raises(TypeError, match="alpha"):
+        jxent.renyi_entropy(P, "two")
+    with pytest.raises(TypeError, match="beta"):
+        jxent.generalized_js_divergence(P, Q, "half")
+
+
+# --------------------------------------------------------------------------- shapes
+
+# name -> (function of the arrays, arguments of a batch of `n` rows of `k` classes)
+FUNCTIONS = {
+    "entropy": (jxent.entropy, 1),
+    "cross_entropy": (jxent.cross_entropy, 2),
+    "kl_divergence": (jxent.kl_divergence, 2),
+    "js_divergence": (jxent.js_divergence, 2),
+    "entropy_from_logits": (jxent.entropy_from_logits, 1),
+    "cross_entropy_from_logits": (jxent.cross_entropy_from_logits, 2),
+    "kl_divergence_from_logits": (jxent.kl_divergence_from_logits, 2),
+    "renyi_entropy": (lambda p, **kw: jxent.renyi_entropy(p, 2.0, **kw), 1),
+    "renyi_divergence": (lambda p, q, **kw: jxent.renyi_divergence(p, q, 0.5, **kw), 2),
+    "renyi_entropy_from_logits": (lambda z, **kw: jxent.renyi_entropy_from_logits(z, 3.0, **kw), 1),
+    "renyi_divergence_from_logits": (
+        lambda a, b, **kw: jxent.renyi_divergence_from_logits(a, b, 2.0, **kw),
+        2,
+    ),
+    "generalized_js_divergence": (
+        lambda p, q, **kw: jxent.generalized_js_divergence(p, q, 0.3, **kw),
+        2,
+    ),
+    "generalized_js_divergence_from_logits": (
+        lambda a, b, **kw: jxent.generalized_js_divergence_from_logits(a, b, 0.3, **kw),
+        2,
+    ),
+}
+JOINT = {
+    "mutual_information": jxent.mutual_information,
+    "conditional_entropy": jxent.conditional_entropy,
+}
+BINARY = {
+    "binary_entropy": (jxent.binary_entropy, 1),
+    "binary_cross_entropy": (jxent.binary_cross_entropy, 2),
+    "binary_kl_divergence": (jxent.binary_kl_divergence, 2),
+}
+
+
+def _value_grad_and_check(fn, args):
+    value = fn(*args)
+    grads = jax.grad(lambda *a: fn(*a).sum(), argnums=tuple(range(len(args))))(*args)
+    error, _ = jax.jit(jxent.checked(fn))(*args)
+    return value, grads, error
+
+
+@pytest.mark.parametrize("name", [*FUNCTIONS, *JOINT, *BINARY])
+def test_empty_batches_give_empty_results(name):
+    if name in JOINT:
+        fn, args, shape = JOINT[name], (jnp.zeros((0, 3, 4)),), (0,)
+    elif name in BINARY:
+        fn, count = BINARY[name]
+        args, shape = (jnp.zeros((0, 5)),) * count, (0, 5)
+    else:
+        fn, count = FUNCTIONS[name]
+        args, shape = (jnp.zeros((0, 3)),) * count, (0,)
+    value, grads, error = _value_grad_and_check(fn, args)
+    chex.assert_shape(value, shape)
+    chex.assert_shape(grads, [a.shape for a in args])
+    assert error.get() is None
+    # A batch of batches, one of them empty, and the classes on another axis.
+    if name not in JOINT and name not in BINARY:
+        fn, count = FUNCTIONS[name]
+        chex.assert_shape(fn(*(jnp.zeros((2, 0, 3)),) * count), (2, 0))
+        chex.assert_shape(fn(*(jnp.zeros((3, 0)),) * count, axis=0), (0,))
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_an_empty_class_axis_raises_naming_the_argument(name):
+    fn, count = FUNCTIONS[name]
+    for shape, axis in [((4, 0), -1), ((0, 5), 0), ((2, 0, 5), (1, 2))]:
+        with pytest.raises(ValueError, match=r"(probs|p|logits|q_logits|p_logits)\b.* no classes"):
+            fn(*(jnp.zeros(shape),) * count, axis=axis)
+
+
+def test_an_empty_joint_table_raises_naming_it():
+    for fn in JOINT.values():
+        for shape in [(2, 0, 3), (2, 3, 0)]:
+            with pytest.raises(ValueError, match=r"^joint of shape .* no classes along axes"):
+                fn(jnp.zeros(shape))
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_an_axis_that_is_not_an_int_raises_type_error_naming_it(name):
+    fn, count = FUNCTIONS[name]
+    args = (jnp.full((2, 3), 1 / 3),) * count
+    for axis in [1.0, "1", True, None, jnp.array(1), (0, 1.0), (True,)]:
+        with pytest.raises(TypeError, match=r"^axis must be an int or a tuple of ints"):
+            fn(*args, axis=axis)
+    chex.assert_shape(fn(*args, axis=[1]), (2,))  # a list works like a tuple
+
+
+def test_joint_axes_and_given_that_are_not_ints_raise_type_error_naming_them():
+    joint = jnp.full((2, 3, 4), 1 / 12)
+    with pytest.raises(TypeError, match=r"^axes must be an int or a tuple of ints"):
+        jxent.mutual_information(joint, axes=1.0)
+    with pytest.raises(TypeError, match=r"^axes must be an int or a tuple of ints"):
+        jxent.conditional_entropy(joint, axes=(1, 2.0))
+    with pytest.raises(TypeError, match=r"^given must be an int"):
+        jxent.conditional_entropy(joint, given=1.0)
