@@ -49,8 +49,29 @@ ad.defbilinear(
 )
 
 
+def varying_axes(x: jax.Array) -> frozenset:
+    """Mesh axes over which ``x`` differs from device to device (inside shard_map).
+
+    Empty outside ``shard_map`` and inside one with ``check_vma=False``.
+    """
+    manual = getattr(jax.typeof(x), "manual_axis_type", None)
+    return frozenset() if manual is None else frozenset(manual.varying)
+
+
+def varying_like(x: jax.Array, *sources: jax.Array | None) -> jax.Array:
+    """``x`` typed as varying over every mesh axis any of ``sources`` varies over.
+
+    What JAX's own binary operations do to an operand that is replicated where
+    the other varies; its transpose sums the cotangent over those axes.
+    """
+    wanted = frozenset().union(*(varying_axes(s) for s in sources if s is not None))
+    missing = tuple(sorted(wanted - varying_axes(x)))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+
 def zero_safe_mul(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike) -> jax.Array:
     """Return ``a * b``, except that ``0 * ±inf`` is 0 (NaN inputs stay NaN)."""
     a, b = jnp.broadcast_arrays(jnp.asarray(a), jnp.asarray(b))
     dtype = jnp.result_type(a, b)
-    return _zero_safe_mul_p.bind(a.astype(dtype), b.astype(dtype))
+    a, b = varying_like(a.astype(dtype), b), varying_like(b.astype(dtype), a)
+    return _zero_safe_mul_p.bind(a, b)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from .._checks import label_status
+from .._zero_safe import varying_axes
 from ._integer import total_classes
 
 Carry = TypeVar("Carry")
@@ -206,26 +207,6 @@ def combine_loss(
         loss = loss + hyper.z_loss * (peak + log_total) ** 2
     loss = jnp.where(status.skipped, 0, loss)
     return jnp.where(status.invalid, jnp.nan, loss)
-
-
-def varying_axes(x: jax.Array) -> frozenset:
-    """Mesh axes over which ``x`` differs from device to device (inside shard_map).
-
-    Empty outside ``shard_map`` and inside one with ``check_vma=False``.
-    """
-    manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    return frozenset() if manual is None else frozenset(manual.varying)
-
-
-def varying_like(x: jax.Array, *sources: jax.Array | None) -> jax.Array:
-    """``x`` typed as varying over every mesh axis any of ``sources`` varies over.
-
-    Inside ``shard_map`` a loop carry must carry the manual axes of the values
-    the loop body puts in it.
-    """
-    wanted = frozenset().union(*(varying_axes(s) for s in sources if s is not None))
-    missing = tuple(sorted(wanted - varying_axes(x)))
-    return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
 def untracked_shards(weight: jax.Array, axis_name: str | tuple[str, ...] | None) -> bool:

@@ -15,6 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .._zero_safe import varying_like
 from ._fused_kernels import (
     FusedOptions,
     Hyperparameters,
@@ -33,7 +34,6 @@ from ._fused_kernels import (
     tile_logits,
     token_status,
     untracked_shards,
-    varying_like,
 )
 from ._integer import all_max, all_sum, first_class, total_classes
 

@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .._zero_safe import varying_like
 from ._fused_kernels import (
     FusedOptions,
     Hyperparameters,
@@ -30,7 +31,6 @@ from ._fused_kernels import (
     tile_logit_gradient,
     tile_logits,
     token_status,
-    varying_like,
 )
 from ._fused_per_token import per_token_forward
 
