@@ -68,10 +68,6 @@ def _xlogx_jvp(primals, tangents):
     return xlogx_term(x), zero_safe_mul(dx, _log(x) + 1)
 
 
-# The former private name, still imported by losses/_divergence.py.
-_xlogx = xlogx_term
-
-
 @jax.custom_jvp
 def xdivy(x: jax.Array, y: jax.Array) -> jax.Array:
     """``x / y``, 0 where ``x = 0`` whatever ``y`` is (NaN stays NaN)."""

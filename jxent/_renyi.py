@@ -78,9 +78,12 @@ def _log_sum_exp_ratio(log_weights, values, epsilon, keep, axes) -> jax.Array:
     exponent = jnp.where(
         finite_x,
         jnp.where(keep, log_weights, 0.0) + eps_cols * jnp.where(finite_x, values, 0.0),
-        jnp.where(eps_cols > 0, jnp.inf, -jnp.inf),
+        -jnp.inf,
     )
-    return _log_sum_exp(exponent, keep, axes) / safe_epsilon
+    # x = +inf with ε > 0 makes the sum +inf: said directly, so that no
+    # infinity goes through exp (its gradient there would be NaN).
+    unbounded = jnp.any(keep & jnp.isposinf(values) & (eps_cols > 0), axis=axes)
+    return jnp.where(unbounded, jnp.inf, _log_sum_exp(exponent, keep, axes) / safe_epsilon)
 
 
 def _extreme(values, keep, axes) -> jax.Array:
@@ -198,7 +201,10 @@ def _divergence(p, q, x, log_p, support, sums, alpha, axes) -> jax.Array:
     ratio = _log_sum_exp_ratio(log_weights, x, epsilon, support, axes)
     ratio = jnp.where(finite_alpha, ratio, _extreme(x, support, axes))
     ratio = jnp.where(jnp.any(support, axis=axes), ratio, 0.0)
-    far = mass * ratio + off_support - delta
+    # +inf is said directly: mass · inf would make the gradient of mass NaN.
+    finite_ratio = jnp.isfinite(ratio)
+    far = mass * jnp.where(finite_ratio, ratio, 0.0) + off_support - delta
+    far = jnp.where(finite_ratio, far, ratio)
     return jnp.where(finite_alpha & use_small, small, far)
 
 

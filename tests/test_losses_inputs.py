@@ -252,3 +252,17 @@ def test_a_label_hidden_by_where_keeps_optaxs_negative_value():
     theirs = optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels, where=where)
     chex.assert_trees_all_close(ours, theirs, rtol=1e-6)
     assert "negative" in losses.softmax_cross_entropy_with_integer_labels.__doc__
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [[0.5, 0.6, 0.1], [-0.2, 0.6, 0.6], [float("nan"), 0.5, 0.5]],
+    ids=["unnormalised", "negative", "nan"],
+)
+def test_validation_mode_checks_the_kl_loss_targets(targets):
+    log_predictions = jnp.log(jnp.array([0.2, 0.3, 0.5]))
+    checked = jax.jit(jxent.checked(jxent.losses.kl_divergence))
+    error, _ = checked(log_predictions, jnp.array(targets))
+    assert error.get() is not None and "targets" in error.get()
+    error, _ = checked(log_predictions, jnp.array([0.2, 0.3, 0.5]))
+    assert error.get() is None

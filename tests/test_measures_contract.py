@@ -241,6 +241,36 @@ def test_generalized_js_of_unnormalised_input_matches_float64(beta, rng):
     np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=1e-5, atol=1e-7)
 
 
+EDGE_PAIRS = [
+    ([0.5, 0.5, 0.0], [0.25, 0.25, 0.5]),  # Q has mass off P's support
+    ([0.5, 0.5, 0.0], [1.0, 0.0, 0.0]),  # Q misses part of P's support
+    ([0.0, 0.0, 0.0], [0.2, 0.8, 0.0]),  # P is empty
+    ([0.2, 0.8, 0.0], [0.2, 0.8, 0.0]),  # P = Q
+]
+
+
+@jax.jit
+def _edge_derivatives(p, q, order):
+    def logits(x):
+        return jnp.where(x > 0, jnp.log(jnp.where(x > 0, x, 1.0)), -jnp.inf)
+
+    functions = [
+        lambda p, q: jxent.renyi_entropy(p, order),
+        lambda p, q: jxent.renyi_divergence(p, q, order),
+        lambda p, q: jxent.renyi_divergence_from_logits(logits(p), logits(q), order),
+        lambda p, q: jxent.generalized_js_divergence(p, q, jnp.minimum(order, 1.0)),
+    ]
+    return [(jax.grad(f, (0, 1))(p, q), jax.hessian(f, (0, 1))(p, q)) for f in functions]
+
+
+@pytest.mark.parametrize(("p", "q"), EDGE_PAIRS)
+def test_renyi_and_generalized_js_derivatives_at_the_edges_are_never_nan(p, q):
+    p, q = jnp.asarray(p), jnp.asarray(q)
+    for order in [0.0, 0.3, 0.5, 1.0, 2.0, INF]:
+        for leaf in jax.tree_util.tree_leaves(_edge_derivatives(p, q, order)):
+            assert not np.isnan(np.asarray(leaf)).any(), (order, leaf)
+
+
 # --------------------------------------------------------------------------- never negative
 
 

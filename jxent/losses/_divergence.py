@@ -63,6 +63,9 @@ def kl_divergence(
     log_predictions, targets, mask = _prepare(
         log_predictions, targets, ("log_predictions", "targets"), axis, where
     )
+    _validation.check_probabilities(
+        targets, "targets", axes=(targets.ndim - 1,), mask=mask, input_dtype=targets.dtype
+    )
     return _kl(log_predictions, targets, mask)
 
 
@@ -71,7 +74,7 @@ def _kl(log_predictions, targets, mask):
     if mask is not None:
         targets = jnp.where(mask, targets, 0)
         log_predictions = jnp.where(mask, log_predictions, 0)
-    terms = prim._xlogx(targets) - zero_safe_mul(targets, log_predictions)
+    terms = prim.xlogx_term(targets) - zero_safe_mul(targets, log_predictions)
     return _masked_sum(terms, mask)
 
 
