@@ -73,6 +73,14 @@ def normalize_axis(axis: int | Sequence[int], ndim: int, name: str = "axis") -> 
     return tuple(sorted(normalized))
 
 
+def broadcasts_into(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` without growing it."""
+    try:
+        return jnp.broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
+
+
 def class_mask(where: jax.typing.ArrayLike | None, shape: tuple[int, ...]) -> jax.Array | None:
     """Return ``where`` broadcast to ``shape``, or None when there is no mask."""
     if where is None:
@@ -80,11 +88,7 @@ def class_mask(where: jax.typing.ArrayLike | None, shape: tuple[int, ...]) -> ja
     where = jnp.asarray(where)
     if where.dtype != jnp.bool_:
         raise TypeError(f"where must be a boolean array, got dtype {where.dtype}")
-    try:
-        fits = jnp.broadcast_shapes(where.shape, shape) == tuple(shape)
-    except ValueError:
-        fits = False
-    if not fits:
+    if not broadcasts_into(where.shape, shape):
         raise ValueError(f"where of shape {where.shape} does not broadcast to shape {tuple(shape)}")
     return jnp.broadcast_to(where, shape)
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import broadcasts_into
 from .losses._integer import softmax_cross_entropy_with_integer_labels
 
 __all__ = ["LogLoss"]
@@ -30,11 +31,7 @@ def _token_mask(where: jax.typing.ArrayLike, shape: tuple[int, ...], of: str) ->
     where = jnp.asarray(where)
     if where.dtype != jnp.bool_:
         raise TypeError(f"where must be a boolean array, got dtype {where.dtype}")
-    try:
-        fits = jnp.broadcast_shapes(where.shape, shape) == tuple(shape)
-    except ValueError:
-        fits = False
-    if not fits:
+    if not broadcasts_into(where.shape, shape):
         raise ValueError(
             f"where of shape {where.shape} does not broadcast to the shape {shape} of {of}"
         )

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _validation
-from .._checks import as_float_array, broadcast_pair
+from .._checks import as_float_array, broadcast_pair, broadcasts_into
 from .._zero_safe import zero_safe_mul
 
 
@@ -26,11 +26,7 @@ def _option(value, name: str, shape: tuple[int, ...], dtype, domain=None, inside
     value = jnp.asarray(value)
     if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
         raise TypeError(f"{name} must be a real number or array, got dtype {value.dtype}")
-    try:
-        fits = jnp.broadcast_shapes(value.shape, shape) == tuple(shape)
-    except ValueError:
-        fits = False
-    if not fits:
+    if not broadcasts_into(value.shape, shape):
         raise ValueError(
             f"{name} of shape {value.shape} does not broadcast to the loss shape {shape}"
         )
