@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from . import _inputs
 from . import _primitives as prim
-from ._checks import in_base
+from ._units import in_base
 from ._zero_safe import zero_safe_mul
 
 

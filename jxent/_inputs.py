@@ -31,17 +31,16 @@ import jax
 import jax.numpy as jnp
 
 from . import _validation
-from ._checks import (
+from ._arguments import (
+    Axis,
     as_float_array,
     broadcast_pair,
     class_mask,
-    in_base,
     normalize_axis,
     per_distribution,
 )
 from ._primitives import log_softmax
-
-Axis = int | Sequence[int]
+from ._units import in_base
 
 
 class Distributions(NamedTuple):

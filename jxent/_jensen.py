@@ -1,15 +1,12 @@
 """The generalised (skew) Jensen–Shannon divergence."""
 
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
 
 from . import _inputs
 from . import _primitives as prim
-from ._checks import in_base
-
-Axis = int | Sequence[int]
+from ._arguments import Axis
+from ._units import in_base
 
 
 def _weight(beta, shape, axes, dtype) -> jax.Array:

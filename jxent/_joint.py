@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from . import _inputs
 from . import _primitives as prim
-from ._checks import normalize_axis
+from ._arguments import normalize_axis
 
 
 def _joint_table(joint, axes) -> tuple[jax.Array, tuple[int, int], _inputs.Distributions]:

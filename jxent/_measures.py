@@ -1,17 +1,15 @@
 """Entropy, cross-entropy, KL and Jensen–Shannon divergence (and binary cases)."""
 
 import functools
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from . import _inputs
 from . import _primitives as prim
-from ._checks import in_base
+from ._arguments import Axis
+from ._units import in_base
 from ._zero_safe import zero_safe_mul
-
-Axis = int | Sequence[int]
 
 
 def entropy(

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from ._checks import as_inexact_array, broadcast_pair
+from ._arguments import as_inexact_array, broadcast_pair
 from ._zero_safe import zero_safe_mul
 
 

@@ -24,17 +24,14 @@ with y = (C + δ)/s, C = Σ p h(log(p/q)) a sum of non-negative terms
 outside it: the same value, with no cancellation between terms of both signs.
 """
 
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
 
 from . import _inputs
-from ._checks import in_base
+from ._arguments import Axis
 from ._primitives import exprel, log_ratio, log_ratio_excess, log_softmax
+from ._units import in_base
 from ._zero_safe import zero_safe_mul
-
-Axis = int | Sequence[int]
 
 # |α - 1| below this uses the series form; above it, the log-sum-exp.
 _SERIES_RADIUS = 0.25

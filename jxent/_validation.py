@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-from ._checks import is_traced, label_status
+from ._arguments import is_traced, label_status
 
 _ENABLED = contextvars.ContextVar("jxent_validation", default=False)
 # The mode changes what a function traces to, so it must be part of jax's

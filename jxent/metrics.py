@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import broadcasts_into
+from ._arguments import broadcasts_into
 from .losses._integer import softmax_cross_entropy_with_integer_labels
 
 __all__ = ["LogLoss"]

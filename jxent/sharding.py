@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validation
-from ._checks import as_float_array, check_ignore_index, class_mask
+from ._arguments import as_float_array, check_ignore_index, class_mask
 from .losses._fused import Reduction, fused_cross_entropy
 from .losses._integer import (
     Options,

@@ -20,9 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import as_float_array, broadcast_pair, class_mask
-
-Axis = int | Sequence[int] | None
+from .._arguments import Axis, as_float_array, broadcast_pair, class_mask
 
 
 def class_axes(axis: Axis, ndim: int, name: str = "axis") -> tuple[int, ...]:

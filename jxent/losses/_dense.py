@@ -5,9 +5,9 @@ import jax.numpy as jnp
 
 from .. import _primitives as prim
 from .. import _validation
-from .._checks import as_float_array
+from .._arguments import Axis, as_float_array
 from .._zero_safe import zero_safe_mul
-from ._classes import Axis, classes_last_pair, expand_row_mask
+from ._classes import classes_last_pair, expand_row_mask
 from ._integer import smoothing_and_z_loss
 
 
@@ -64,7 +64,7 @@ def _cross_entropy(logits, labels, mask, smoothing, z_loss):
 def softmax_cross_entropy(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
-    axis: Axis = -1,
+    axis: Axis | None = -1,
     where: jax.typing.ArrayLike | None = None,
     *,
     label_smoothing: jax.typing.ArrayLike = 0.0,
@@ -122,7 +122,7 @@ def safe_softmax_cross_entropy(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
     *,
-    axis: Axis = -1,
+    axis: Axis | None = -1,
     where: jax.typing.ArrayLike | None = None,
     label_smoothing: jax.typing.ArrayLike = 0.0,
     z_loss: jax.typing.ArrayLike = 0.0,
@@ -154,7 +154,7 @@ def poly_loss_cross_entropy(
     labels: jax.typing.ArrayLike,
     *,
     epsilon: jax.typing.ArrayLike = 2.0,
-    axis: Axis = -1,
+    axis: Axis | None = -1,
     where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     r"""PolyLoss (Poly-1): cross-entropy plus ε times the missing target mass.

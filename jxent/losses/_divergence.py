@@ -8,10 +8,10 @@ import jax.numpy as jnp
 
 from .. import _primitives as prim
 from .. import _validation
-from .._checks import as_float_array, broadcast_pair
+from .._arguments import Axis, as_float_array, broadcast_pair
 from .._measures import kl_divergence_from_logits
 from .._zero_safe import zero_safe_mul
-from ._classes import Axis, class_axes, classes_last_pair, expand_row_mask
+from ._classes import class_axes, classes_last_pair, expand_row_mask
 
 
 def _prepare(log_predictions, targets, names, axis, where):
@@ -32,7 +32,7 @@ def _masked_sum(terms: jax.Array, mask: jax.Array | None) -> jax.Array:
 def kl_divergence(
     log_predictions: jax.typing.ArrayLike,
     targets: jax.typing.ArrayLike,
-    axis: Axis = -1,
+    axis: Axis | None = -1,
     where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     r"""KL divergence of the predictions from the targets, in optax's order.
@@ -81,7 +81,7 @@ def _kl(log_predictions, targets, mask):
 def kl_divergence_with_log_targets(
     log_predictions: jax.typing.ArrayLike,
     log_targets: jax.typing.ArrayLike,
-    axis: Axis = -1,
+    axis: Axis | None = -1,
     where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     r"""KL divergence with both distributions given as log-probabilities.
@@ -124,7 +124,7 @@ def kl_divergence_with_log_targets(
 def generalized_kl_divergence(
     log_predictions: jax.typing.ArrayLike,
     targets: jax.typing.ArrayLike,
-    axis: Axis = -1,
+    axis: Axis | None = -1,
     where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     r"""Generalised KL divergence, for unnormalised measures (optax's order).
@@ -162,7 +162,7 @@ def generalized_kl_divergence(
 def convex_kl_divergence(
     log_predictions: jax.typing.ArrayLike,
     targets: jax.typing.ArrayLike,
-    axis: Axis = -1,
+    axis: Axis | None = -1,
     where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """optax's deprecated name of :func:`generalized_kl_divergence`.
@@ -193,7 +193,7 @@ def distillation_loss(
     teacher_logits: jax.typing.ArrayLike,
     *,
     temperature: float = 1.0,
-    axis: Axis = -1,
+    axis: Axis | None = -1,
     where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     r"""Knowledge distillation: forward KL from the teacher, scaled by T².

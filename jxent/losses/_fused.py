@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validation
-from .._checks import check_ignore_index, class_mask
+from .._arguments import check_ignore_index, class_mask
 from ._fused_kernels import FusedOptions, Hyperparameters, accumulation_dtype, token_status
 from ._fused_per_token import per_token_cross_entropy
 from ._fused_reduced import reduced_cross_entropy, reduction_divisor

@@ -13,7 +13,7 @@ from typing import NamedTuple, TypeVar
 import jax
 import jax.numpy as jnp
 
-from .._checks import label_status
+from .._arguments import label_status
 from .._zero_safe import varying_axes
 from ._integer import total_classes
 

@@ -19,8 +19,8 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from .. import _validation
-from .._checks import as_float_array, check_ignore_index, is_traced, label_status
-from ._classes import Axis, classes_last, expand_row_mask
+from .._arguments import Axis, as_float_array, check_ignore_index, is_traced, label_status
+from ._classes import classes_last, expand_row_mask
 
 
 class Options(NamedTuple):
@@ -259,7 +259,7 @@ def check_labels(labels: jax.Array, num_classes, ignore_index: int | None) -> No
 def softmax_cross_entropy_with_integer_labels(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
-    axis: Axis = -1,
+    axis: Axis | None = -1,
     where: jax.typing.ArrayLike | None = None,
     *,
     ignore_index: int | None = None,

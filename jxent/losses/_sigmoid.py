@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _validation
-from .._checks import as_float_array, broadcast_pair, broadcasts_into
+from .._arguments import as_float_array, broadcast_pair, broadcasts_into
 from .._zero_safe import zero_safe_mul
 
 

@@ -1,10 +1,13 @@
-"""Trace-time argument checks shared by every public function."""
+"""Argument conversion and trace-time checks shared by every public function:
+arrays and dtypes, axes, masks, labels and per-distribution options."""
 
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+Axis = int | Sequence[int]
 
 
 def as_float_array(x: jax.typing.ArrayLike, name: str) -> jax.Array:
@@ -49,7 +52,7 @@ def broadcast_pair(
     )
 
 
-def normalize_axis(axis: int | Sequence[int], ndim: int, name: str = "axis") -> tuple[int, ...]:
+def normalize_axis(axis: Axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
     """Return ``axis`` as a sorted tuple of non-negative ints."""
     if isinstance(axis, (int, np.integer)):
         axes = (axis,)
@@ -91,25 +94,6 @@ def class_mask(where: jax.typing.ArrayLike | None, shape: tuple[int, ...]) -> ja
     if not broadcasts_into(where.shape, shape):
         raise ValueError(f"where of shape {where.shape} does not broadcast to shape {tuple(shape)}")
     return jnp.broadcast_to(where, shape)
-
-
-def log_of_base(base: float | None) -> float | None:
-    """Return ``log(base)``, or None for nats; reject bases that are not a unit."""
-    if base is None:
-        return None
-    try:
-        value = float(base)
-    except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
-        raise TypeError(f"base must be a Python number or None, got {base!r}") from None
-    if not (value > 0 and value != 1 and np.isfinite(value)):
-        raise ValueError(f"base must be positive, finite and not 1, got {base!r}")
-    return float(np.log(value))
-
-
-def in_base(value: jax.Array, base: float | None) -> jax.Array:
-    """``value`` in nats expressed in ``base`` (None keeps nats)."""
-    log_base = log_of_base(base)
-    return value if log_base is None else value / jnp.asarray(log_base, value.dtype)
 
 
 def per_distribution(
