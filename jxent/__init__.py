@@ -8,13 +8,13 @@ from ._binary import binary_entropy as binary_entropy
 from ._binary import binary_kl_divergence as binary_kl_divergence
 from ._jensen import generalized_js_divergence as generalized_js_divergence
 from ._jensen import generalized_js_divergence_from_logits as generalized_js_divergence_from_logits
+from ._jensen import js_divergence as js_divergence
 from ._joint import conditional_entropy as conditional_entropy
 from ._joint import mutual_information as mutual_information
 from ._measures import cross_entropy as cross_entropy
 from ._measures import cross_entropy_from_logits as cross_entropy_from_logits
 from ._measures import entropy as entropy
 from ._measures import entropy_from_logits as entropy_from_logits
-from ._measures import js_divergence as js_divergence
 from ._measures import kl_divergence as kl_divergence
 from ._measures import kl_divergence_from_logits as kl_divergence_from_logits
 from ._primitives import xlogx as xlogx

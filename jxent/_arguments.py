@@ -10,15 +10,21 @@ import numpy as np
 Axis = int | Sequence[int]
 
 
+def floating_array(x: jax.typing.ArrayLike, name: str) -> jax.Array:
+    """Return ``x`` as an array of its own floating dtype; TypeError otherwise."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    return x
+
+
 def as_float_array(x: jax.typing.ArrayLike, name: str) -> jax.Array:
     """Return ``x`` as an array computed in at least float32.
 
     bf16/f16 are promoted to float32 so that a loss is not quantised to the
     steps of a 16-bit float; float64 stays float64.
     """
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    x = floating_array(x, name)
     if jnp.finfo(x.dtype).bits < 32:
         x = x.astype(jnp.float32)
     return x
@@ -111,6 +117,18 @@ def per_distribution(
         raise ValueError(
             f"{name} of shape {value.shape} does not broadcast to the result shape {result_shape}"
         ) from None
+
+
+def integer_labels(
+    labels: jax.typing.ArrayLike, batch_shape: tuple[int, ...], of: str
+) -> jax.Array:
+    """``labels`` as an integer array of ``batch_shape`` (``of`` names that shape)."""
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != tuple(batch_shape):
+        raise ValueError(f"labels of shape {labels.shape} do not match {of} {tuple(batch_shape)}")
+    return labels
 
 
 def label_status(

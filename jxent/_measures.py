@@ -127,43 +127,6 @@ def kl_divergence(
     return dist.finish(dist.total(prim.kl_term(p, q)), base)
 
 
-def js_divergence(
-    p: jax.typing.ArrayLike,
-    q: jax.typing.ArrayLike,
-    *,
-    axis: Axis = -1,
-    where: jax.typing.ArrayLike | None = None,
-    base: float | None = None,
-) -> jax.Array:
-    r"""Jensen–Shannon divergence, symmetric and bounded by :math:`\log 2`.
-
-    .. math::
-      JS(P, Q) = \tfrac12 D(P \| M) + \tfrac12 D(Q \| M), \quad M = \tfrac12 (P + Q)
-
-    Each class's share is ≥ 0 and summed as such, so the result is never
-    negative. On values that do not sum to 1 the formula is applied as given.
-
-    Args:
-      p: probabilities of P.
-      q: probabilities of Q, broadcastable with ``p``.
-      axis: the class axis or axes.
-      where: boolean mask of the classes to include.
-      base: logarithm base; None means nats (base 2 bounds it by 1).
-
-    Returns:
-      The broadcast shape reduced over ``axis``; NaN for a negative or NaN
-      probability.
-
-    Examples:
-      >>> import jxent
-      >>> jxent.js_divergence([1.0, 0.0], [0.0, 1.0], base=2)
-      Array(1., dtype=float32)
-    """
-    dist = _inputs.probabilities([p, q], ["p", "q"], axis=axis, where=where, fill=[0.0, 0.0])
-    p, q = dist.arrays
-    return dist.finish(dist.total(prim.skew_js_term(p, q, jnp.full_like(p, 0.5))), base)
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _entropy_of_logits(logits: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     log_probs = prim.log_softmax(logits, axes)

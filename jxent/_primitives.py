@@ -11,7 +11,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 
 from ._arguments import as_inexact_array, broadcast_pair
 from ._zero_safe import zero_safe_mul
@@ -286,49 +285,6 @@ def _log_ratio_excess_jvp(primals, tangents):
     tangent = zero_safe_mul(dp, slope_p) + zero_safe_mul(dq, slope_q)
     tangent = tangent + zero_safe_mul(dx, slope_x) + zero_safe_mul(d_alpha, slope_alpha)
     return log_ratio_excess(p, q, x, alpha), tangent
-
-
-def _skew_js_slope(weight, p, mixture):
-    # d/dp of w·p log(p/m) + (terms through m) is w log(p/m). At p = m = 0 the
-    # term is homogeneous of degree one in (p, q): along p alone m = w p, so
-    # the slope is -w log w (½ log 2 for JS, 0 at w = 0).
-    both_zero = (p == 0) & (mixture == 0)
-    safe_p = jnp.where(both_zero, 1.0, p)
-    safe_mixture = jnp.where(both_zero, 1.0, mixture)
-    slope = zero_safe_mul(weight, log_ratio(safe_p, safe_mixture))
-    return jnp.where(both_zero, -xlogx_term(weight), slope)
-
-
-@jax.custom_jvp
-def skew_js_term(p: jax.Array, q: jax.Array, beta: jax.Array) -> jax.Array:
-    """One class's share of β·D(P‖M) + (1-β)·D(Q‖M), M = βP + (1-β)Q (β = ½: JS).
-
-    Summed as β·kl_term(p, m) + (1-β)·kl_term(q, m): the -p + m and -q + m
-    that kl_term adds cancel exactly in the weighted sum, and each part is
-    >= 0, so the term is never negative (β p log(p/m) + (1-β) q log(q/m)
-    is a difference of two numbers when p ≈ q).
-    """
-    mixture = beta * p + (1 - beta) * q
-    return zero_safe_mul(beta, kl_term(p, mixture)) + zero_safe_mul(1 - beta, kl_term(q, mixture))
-
-
-def _skew_js_term_jvp(primals, tangents):
-    (p, q, beta), (dp, dq, d_beta) = primals, tangents
-    mixture = beta * p + (1 - beta) * q
-    value = skew_js_term(p, q, beta)
-    tangent = jnp.zeros_like(value)
-    if not isinstance(dp, SymbolicZero):
-        tangent = tangent + zero_safe_mul(dp, _skew_js_slope(beta, p, mixture))
-    if not isinstance(dq, SymbolicZero):
-        tangent = tangent + zero_safe_mul(dq, _skew_js_slope(1 - beta, q, mixture))
-    if not isinstance(d_beta, SymbolicZero):
-        # d/dβ = D(P‖M) - D(Q‖M) per class, minus (p - q) from M's own change.
-        slope = rel_entr(p, mixture) - rel_entr(q, mixture) - (p - q)
-        tangent = tangent + zero_safe_mul(d_beta, slope)
-    return value, tangent
-
-
-skew_js_term.defjvp(_skew_js_term_jvp, symbolic_zeros=True)
 
 
 def shifted_logits(logits: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:

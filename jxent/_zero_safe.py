@@ -14,6 +14,8 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from ._collectives import varying_like
+
 
 def _impl(a: jax.Array, b: jax.Array) -> jax.Array:
     product = a * b
@@ -47,26 +49,6 @@ ad.defbilinear(
     lambda ct, a, b: zero_safe_mul(ct, b),
     lambda ct, a, b: zero_safe_mul(a, ct),
 )
-
-
-def varying_axes(x: jax.Array) -> frozenset:
-    """Mesh axes over which ``x`` differs from device to device (inside shard_map).
-
-    Empty outside ``shard_map`` and inside one with ``check_vma=False``.
-    """
-    manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    return frozenset() if manual is None else frozenset(manual.varying)
-
-
-def varying_like(x: jax.Array, *sources: jax.Array | None) -> jax.Array:
-    """``x`` typed as varying over every mesh axis any of ``sources`` varies over.
-
-    What JAX's own binary operations do to an operand that is replicated where
-    the other varies; its transpose sums the cotangent over those axes.
-    """
-    wanted = frozenset().union(*(varying_axes(s) for s in sources if s is not None))
-    missing = tuple(sorted(wanted - varying_axes(x)))
-    return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
 def zero_safe_mul(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike) -> jax.Array:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._arguments import broadcasts_into
-from .losses._integer import softmax_cross_entropy_with_integer_labels
+from .losses import softmax_cross_entropy_with_integer_labels
 
 __all__ = ["LogLoss"]
 
@@ -65,8 +65,43 @@ def _compensated_flat_sum_jvp(primals, tangents):
     return _compensated_flat_sum(values), (d_total, jnp.zeros_like(d_total))
 
 
+def _leaf_summary(leaf) -> str:
+    """``float32[4]`` for anything with a shape and dtype (tracers, ShapeDtypeStructs)."""
+    try:
+        dims = ",".join(str(d) for d in leaf.shape)
+        return f"{np.dtype(leaf.dtype).name}[{dims}]"
+    except Exception:
+        return repr(leaf)
+
+
+def _readings(metric: "LogLoss") -> str | None:
+    """Tokens, mean nats, perplexity and bits per token of a concrete scalar
+    accumulator, computed in float64 on the host; None when that cannot be done
+    (tracers, batched leaves, anything not a number)."""
+    try:
+        leaves = [np.asarray(getattr(metric, field.name)) for field in dataclasses.fields(metric)]
+        if any(leaf.shape != () for leaf in leaves):
+            return None
+        nll, nll_error, tokens, tokens_error = (float(leaf) for leaf in leaves)
+    except Exception:  # tracers (inside jit, vmap, grad), non-addressable arrays, non-numbers
+        return None
+    count, total = tokens + tokens_error + 0.0, nll + nll_error  # + 0.0: no "-0" tokens
+    shown = f"{count:.0f}" if math.isfinite(count) and count.is_integer() else f"{count:.7g}"
+    if count == 0:
+        return f"tokens={shown}, " + ("empty" if total == 0 else f"total={total:.6g} nats")
+    mean = total / count
+    try:
+        perplexity = math.exp(mean)
+    except OverflowError:  # a mean past ~709.78 nats
+        perplexity = math.inf
+    return (
+        f"tokens={shown}, mean={mean:.6g} nats, perplexity={perplexity:.6g}, "
+        f"bits_per_token={mean / math.log(2):.6g}"
+    )
+
+
 @jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class LogLoss:
     """Summed negative log-likelihood (nats) and token count, as a pytree.
 
@@ -75,17 +110,35 @@ class LogLoss:
     float64 sum to about 1e-7 relative, where a naive float32 sum drifts by
     orders of magnitude more.
 
+    Its ``repr`` shows the readings (tokens, mean nats per token, perplexity,
+    bits per token), computed on the host in float64; a ``LogLoss`` that holds
+    tracers (printed inside ``jit`` or ``vmap``; ``jax.debug.print`` shows the
+    values) or batched leaves shows the leaves' dtypes and shapes instead.
+
     Examples:
       >>> import jax.numpy as jnp, jxent
       >>> metric = jxent.metrics.LogLoss.empty().update_from_losses(jnp.full(4, jnp.log(2.0)))
       >>> float(metric.bits_per_token()), float(metric.perplexity())
       (1.0, 2.0)
+      >>> metric
+      LogLoss(tokens=4, mean=0.693147 nats, perplexity=2, bits_per_token=1)
+      >>> jxent.metrics.LogLoss.empty()
+      LogLoss(tokens=0, empty)
     """
 
     nll: jax.Array
     nll_error: jax.Array
     tokens: jax.Array
     tokens_error: jax.Array
+
+    def __repr__(self) -> str:
+        readings = _readings(self)
+        if readings is None:
+            readings = ", ".join(
+                f"{field.name}={_leaf_summary(getattr(self, field.name))}"
+                for field in dataclasses.fields(self)
+            )
+        return f"{type(self).__name__}({readings})"
 
     @classmethod
     def empty(cls, dtype: jnp.dtype = jnp.float32) -> "LogLoss":

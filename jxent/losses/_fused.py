@@ -15,11 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validation
-from .._arguments import check_ignore_index, class_mask
-from ._fused_kernels import FusedOptions, Hyperparameters, accumulation_dtype, token_status
+from .._arguments import check_ignore_index, class_mask, floating_array, integer_labels
+from .._collectives import total_classes
+from ._fused_kernels import (
+    Hyperparameters,
+    LinearCrossEntropyOptions,
+    accumulation_dtype,
+    token_status,
+)
 from ._fused_per_token import per_token_cross_entropy
 from ._fused_reduced import reduced_cross_entropy, reduction_divisor
-from ._integer import smoothing_and_z_loss, total_classes
+from ._integer import smoothing_and_z_loss
 
 Reduction = Literal["none", "sum", "mean"]
 
@@ -59,10 +65,9 @@ def default_tiles(
     return block, max(1, min(token_block, tokens))
 
 
-def _check_arguments(hidden, weight, labels, bias, *, reduction):
-    for name, x in (("hidden", hidden), ("weight", weight)):
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+def _checked_arguments(hidden, weight, labels, bias, *, reduction):
+    hidden = floating_array(hidden, "hidden")
+    weight = floating_array(weight, "weight")
     if weight.ndim != 2:
         raise ValueError(f"weight must be [D, V], got shape {weight.shape}")
     if 0 in weight.shape:
@@ -72,20 +77,14 @@ def _check_arguments(hidden, weight, labels, bias, *, reduction):
             f"hidden of shape {hidden.shape} does not match weight of shape {weight.shape}: "
             "hidden's last axis must equal weight's first (D)"
         )
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
-    if labels.shape != hidden.shape[:-1]:
-        raise ValueError(
-            f"labels of shape {labels.shape} must match hidden's leading shape "
-            f"{hidden.shape[:-1]} (hidden is {hidden.shape})"
-        )
+    labels = integer_labels(labels, hidden.shape[:-1], "the leading shape of hidden")
     if bias is not None:
-        if not jnp.issubdtype(bias.dtype, jnp.floating):
-            raise TypeError(f"bias must be a floating-point array, got dtype {bias.dtype}")
+        bias = floating_array(bias, "bias")
         if bias.shape != weight.shape[1:]:
             raise ValueError(f"bias of shape {bias.shape} must be [{weight.shape[1]}]")
     if reduction not in ("none", "sum", "mean"):
         raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+    return hidden, weight, labels, bias
 
 
 def _hyperparameters(label_smoothing, z_loss, softcap, dtype) -> Hyperparameters:
@@ -129,11 +128,9 @@ def fused_cross_entropy(
     axis_name: str | tuple[str, ...] | None,
 ) -> jax.Array:
     """:func:`linear_cross_entropy` on a weight that may be a vocabulary shard."""
-    hidden = jnp.asarray(hidden)
-    weight = jnp.asarray(weight)
-    labels = jnp.asarray(labels)
-    bias = None if bias is None else jnp.asarray(bias)
-    _check_arguments(hidden, weight, labels, bias, reduction=reduction)
+    hidden, weight, labels, bias = _checked_arguments(
+        hidden, weight, labels, bias, reduction=reduction
+    )
     hyper = _hyperparameters(label_smoothing, z_loss, softcap, accumulation_dtype(hidden, weight))
     counted = class_mask(where, labels.shape)
     reduced = reduction != "none"
@@ -146,7 +143,7 @@ def fused_cross_entropy(
         _positive_or_none(block_size, "block_size"),
         _positive_or_none(token_block_size, "token_block_size"),
     )
-    options = FusedOptions(
+    options = LinearCrossEntropyOptions(
         ignore_index=check_ignore_index(ignore_index),
         block_size=block,
         token_block_size=token_block,

@@ -14,13 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from .._arguments import label_status
-from .._zero_safe import varying_axes
-from ._integer import total_classes
+from .._collectives import total_classes
 
 Carry = TypeVar("Carry")
 
 
-class FusedOptions(NamedTuple):
+class LinearCrossEntropyOptions(NamedTuple):
     """Static options of the fused loss (hashable: a ``nondiff_argnums`` entry)."""
 
     ignore_index: int | None
@@ -167,7 +166,10 @@ class TokenStatus(NamedTuple):
 
 
 def token_status(
-    labels: jax.Array, counted: jax.Array | None, local_vocab: int, options: FusedOptions
+    labels: jax.Array,
+    counted: jax.Array | None,
+    local_vocab: int,
+    options: LinearCrossEntropyOptions,
 ) -> TokenStatus:
     """Which tokens are skipped (ignored or masked) and which have a bad label.
 
@@ -207,20 +209,3 @@ def combine_loss(
         loss = loss + hyper.z_loss * (peak + log_total) ** 2
     loss = jnp.where(status.skipped, 0, loss)
     return jnp.where(status.invalid, jnp.nan, loss)
-
-
-def untracked_shards(weight: jax.Array, axis_name: str | tuple[str, ...] | None) -> bool:
-    """Whether ``weight`` is a vocabulary shard inside ``shard_map(check_vma=False)``.
-
-    A shard varies over ``axis_name``; only untracked types fail to say so.
-    """
-    if axis_name is None:
-        return False
-    axes = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
-    return not set(axes) <= varying_axes(weight)
-
-
-def sum_over_sharers(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
-    """psum a cotangent over the mesh axes it varies over and its primal does not."""
-    extra = tuple(sorted(varying_axes(cotangent) - varying_axes(primal)))
-    return jax.lax.psum(cotangent, extra) if extra else cotangent

@@ -15,10 +15,18 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .._zero_safe import varying_like
+from .._collectives import (
+    all_max,
+    all_sum,
+    first_class,
+    sum_over_sharers,
+    total_classes,
+    untracked_shards,
+    varying_like,
+)
 from ._fused_kernels import (
-    FusedOptions,
     Hyperparameters,
+    LinearCrossEntropyOptions,
     accumulation_dtype,
     as_bits,
     combine_loss,
@@ -28,17 +36,16 @@ from ._fused_kernels import (
     matmul_dtype,
     per_token_cotangent,
     put,
-    sum_over_sharers,
     take,
     tile_logit_gradient,
     tile_logits,
     token_status,
-    untracked_shards,
 )
-from ._integer import all_max, all_sum, first_class, total_classes
 
 
-def _vocabulary_sweep(hidden, weight, bias, labels, hyper: Hyperparameters, options: FusedOptions):
+def _vocabulary_sweep(
+    hidden, weight, bias, labels, hyper: Hyperparameters, options: LinearCrossEntropyOptions
+):
     """Per-token (peak, Σ exp(z - peak), label logit, Σ z) over this device's vocabulary."""
     offset = first_class(weight.shape[1], options.axis_name)
     dtype = accumulation_dtype(hidden, weight)
@@ -70,7 +77,13 @@ def _vocabulary_sweep(hidden, weight, bias, labels, hyper: Hyperparameters, opti
 
 
 def per_token_forward(
-    hidden, weight, bias, labels, counted, hyper: Hyperparameters, options: FusedOptions
+    hidden,
+    weight,
+    bias,
+    labels,
+    counted,
+    hyper: Hyperparameters,
+    options: LinearCrossEntropyOptions,
 ):
     """Per-token losses ``[N]`` and log-sum-exps ``[N]`` (for the backward)."""
     dtype = accumulation_dtype(hidden, weight)
@@ -118,7 +131,7 @@ def _per_token_fwd(hidden, weight, bias, labels, counted, hyper, options):
     return loss, (hidden, weight, bias, labels, lse, status, hyper)
 
 
-def _per_token_bwd(options: FusedOptions, residuals, d_loss):
+def _per_token_bwd(options: LinearCrossEntropyOptions, residuals, d_loss):
     hidden, weight, bias, labels, lse, status, hyper = residuals
     local_vocab, axis_name = weight.shape[1], options.axis_name
     offset = first_class(local_vocab, axis_name)

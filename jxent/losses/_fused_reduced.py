@@ -14,10 +14,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .._zero_safe import varying_like
+from .._collectives import sum_over_sharers, varying_like
 from ._fused_kernels import (
-    FusedOptions,
     Hyperparameters,
+    LinearCrossEntropyOptions,
     TokenStatus,
     accumulation_dtype,
     combine_loss,
@@ -26,7 +26,6 @@ from ._fused_kernels import (
     matmul_dtype,
     per_token_cotangent,
     put,
-    sum_over_sharers,
     take,
     tile_logit_gradient,
     tile_logits,
@@ -55,7 +54,14 @@ def reduced_cross_entropy(hidden, weight, bias, labels, counted, hyper, options,
 
 
 def _reduced_fwd(
-    hidden, weight, bias, labels, counted, hyper: Hyperparameters, options: FusedOptions, mean
+    hidden,
+    weight,
+    bias,
+    labels,
+    counted,
+    hyper: Hyperparameters,
+    options: LinearCrossEntropyOptions,
+    mean,
 ):
     dtype = accumulation_dtype(hidden, weight)
     operand = matmul_dtype(hidden, weight)

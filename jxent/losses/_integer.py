@@ -19,30 +19,23 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from .. import _validation
-from .._arguments import Axis, as_float_array, check_ignore_index, is_traced, label_status
+from .._arguments import (
+    Axis,
+    as_float_array,
+    check_ignore_index,
+    integer_labels,
+    is_traced,
+    label_status,
+)
+from .._collectives import AxisName, all_max, all_sum, first_class, total_classes
 from ._classes import classes_last, expand_row_mask
 
 
-class Options(NamedTuple):
+class IntegerCrossEntropyOptions(NamedTuple):
+    """The static options of :func:`integer_cross_entropy`."""
+
     ignore_index: int | None = None
-    axis_name: str | tuple[str, ...] | None = None
-
-
-def all_max(x: jax.Array, axis_name) -> jax.Array:
-    return x if axis_name is None else jax.lax.pmax(x, axis_name)
-
-
-def all_sum(x: jax.Array, axis_name) -> jax.Array:
-    return x if axis_name is None else jax.lax.psum(x, axis_name)
-
-
-def first_class(num_local: int, axis_name) -> jax.Array | int:
-    """Index in the full vocabulary of this shard's first class."""
-    return 0 if axis_name is None else jax.lax.axis_index(axis_name) * num_local
-
-
-def total_classes(num_local: int, axis_name) -> int:
-    return num_local if axis_name is None else num_local * jax.lax.axis_size(axis_name)
+    axis_name: AxisName = None
 
 
 def smoothing_and_z_loss(label_smoothing, z_loss, dtype) -> tuple[jax.Array | None, ...]:
@@ -77,9 +70,9 @@ class _Forward(NamedTuple):
     label_weight: jax.Array
     zero: jax.Array  # rows with loss 0 and gradient 0
     invalid: jax.Array  # rows with NaN loss and gradient
-    count: jax.Array | None  # unmasked classes per row (with smoothing)
+    unmasked_count: jax.Array | None  # unmasked classes per row (with smoothing)
     total_weight: jax.Array | None  # Σ_j w_j over unmasked classes (with smoothing)
-    mean_gap: jax.Array | None  # Σ_j w_j (lse - z_j) / count (with smoothing)
+    mean_gap: jax.Array | None  # Σ_j w_j (lse - z_j) / unmasked_count (with smoothing)
 
 
 def _gaps(peak, log_total, masked, mask):
@@ -88,7 +81,9 @@ def _gaps(peak, log_total, masked, mask):
     return gap if mask is None else jnp.where(mask, gap, 0)
 
 
-def _forward(logits, labels, weights, mask, smoothing, z_loss, options: Options) -> _Forward:
+def _forward(
+    logits, labels, weights, mask, smoothing, z_loss, options: IntegerCrossEntropyOptions
+) -> _Forward:
     axis_name = options.axis_name
     num_local = logits.shape[-1]
     masked = logits if mask is None else jnp.where(mask, logits, -jnp.inf)
@@ -118,7 +113,7 @@ def _forward(logits, labels, weights, mask, smoothing, z_loss, options: Options)
     label_gap = (peak - label_logit) + log_total
     loss = label_weight * label_gap
 
-    count = total_weight = mean_gap = None
+    unmasked_count = total_weight = mean_gap = None
     if smoothing is not None:
         unmasked = jnp.ones(logits.shape, bool) if mask is None else mask
         class_weight = jnp.ones_like(logits) if weights is None else weights
@@ -126,9 +121,11 @@ def _forward(logits, labels, weights, mask, smoothing, z_loss, options: Options)
         # w * inf would make reverse-mode d/dw 0 * inf = NaN (second order).
         gap = _gaps(peak, log_total, masked, mask)
         gap = jnp.where(class_weight != 0, class_weight * gap, 0)
-        count = jnp.maximum(all_sum(jnp.sum(unmasked, axis=-1), axis_name), 1).astype(peak.dtype)
+        unmasked_count = jnp.maximum(all_sum(jnp.sum(unmasked, axis=-1), axis_name), 1).astype(
+            peak.dtype
+        )
         total_weight = all_sum(jnp.sum(jnp.where(unmasked, class_weight, 0), axis=-1), axis_name)
-        mean_gap = all_sum(jnp.sum(gap, axis=-1), axis_name) / count
+        mean_gap = all_sum(jnp.sum(gap, axis=-1), axis_name) / unmasked_count
         loss = (1 - smoothing) * loss + smoothing * mean_gap
     if z_loss is not None:
         loss = loss + z_loss * (peak + log_total) ** 2
@@ -147,14 +144,16 @@ def _forward(logits, labels, weights, mask, smoothing, z_loss, options: Options)
         label_weight,
         zero,
         invalid,
-        count,
+        unmasked_count,
         total_weight,
         mean_gap,
     )
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
-def integer_cross_entropy(logits, labels, weights, mask, smoothing, z_loss, options: Options):
+def integer_cross_entropy(
+    logits, labels, weights, mask, smoothing, z_loss, options: IntegerCrossEntropyOptions
+):
     """The loss on ``[..., K]`` logits (a vocabulary shard with an axis name);
     ``smoothing`` and ``z_loss`` are scalars, or None for none."""
     return _forward(logits, labels, weights, mask, smoothing, z_loss, options).loss
@@ -183,10 +182,12 @@ def _logits_coefficient(fwd: _Forward, is_label, weights, mask, smoothing, z_los
     if smoothing is None:
         grad = coefficient[..., None] * probs
     else:
-        coefficient = coefficient + smoothing / fwd.count * fwd.total_weight
+        coefficient = coefficient + smoothing / fwd.unmasked_count * fwd.total_weight
         unmasked = True if mask is None else mask
         class_weight = 1.0 if weights is None else weights
-        smooth_weights = jnp.where(unmasked, class_weight, 0) * (smoothing / fwd.count)[..., None]
+        smooth_weights = (
+            jnp.where(unmasked, class_weight, 0) * (smoothing / fwd.unmasked_count)[..., None]
+        )
         grad = coefficient[..., None] * probs - smooth_weights
     return jnp.where(is_label, grad - (keep * fwd.label_weight)[..., None], grad)
 
@@ -198,11 +199,13 @@ def _weights_coefficient(fwd: _Forward, is_label, mask, smoothing):
     per_class = jnp.where(is_label, keep * gap, 0)
     if smoothing is not None:
         unmasked = True if mask is None else mask
-        per_class = per_class + jnp.where(unmasked, smoothing / fwd.count[..., None] * gap, 0)
+        per_class = per_class + jnp.where(
+            unmasked, smoothing / fwd.unmasked_count[..., None] * gap, 0
+        )
     return per_class
 
 
-def _integer_cross_entropy_jvp(options: Options, primals, tangents):
+def _integer_cross_entropy_jvp(options: IntegerCrossEntropyOptions, primals, tangents):
     logits, _, weights, mask, smoothing, z_loss = primals
     d_logits, _, d_weights, _, d_smoothing, d_z_loss = tangents
     fwd = _forward(*primals, options)
@@ -228,32 +231,40 @@ def _integer_cross_entropy_jvp(options: Options, primals, tangents):
 integer_cross_entropy.defjvp(_integer_cross_entropy_jvp, symbolic_zeros=True)
 
 
-def check_arguments(logits, labels, *, ignore_index, class_weights=None):
-    """Shared trace-time checks of the integer-label losses; returns the class
-    weights as an array of the logits' dtype (or None)."""
-    check_ignore_index(ignore_index)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
-    if labels.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"labels of shape {labels.shape} do not match the logits' batch shape "
-            f"{logits.shape[:-1]} (logits flattened to {logits.shape})"
-        )
-    if class_weights is None:
-        return None
-    weights = as_float_array(class_weights, "class_weights").astype(logits.dtype)
-    if weights.shape != logits.shape[-1:]:
-        raise ValueError(
-            f"class_weights of shape {weights.shape} must be [{logits.shape[-1]}] "
-            f"for logits of shape {logits.shape}"
-        )
-    return weights
+def integer_loss(
+    logits: jax.Array,
+    labels: jax.typing.ArrayLike,
+    mask: jax.Array | None,
+    *,
+    ignore_index: int | None,
+    label_smoothing: jax.typing.ArrayLike,
+    z_loss: jax.typing.ArrayLike,
+    class_weights: jax.typing.ArrayLike | None = None,
+    axis_name: AxisName = None,
+    logits_name: str = "logits",
+) -> jax.Array:
+    """Check and prepare the arguments of an integer-label loss on classes-last
+    ``logits`` (a vocabulary shard with an ``axis_name``), then compute it.
 
-
-def check_labels(labels: jax.Array, num_classes, ignore_index: int | None) -> None:
-    """The validation mode's label check (nothing to check in an empty batch)."""
-    if labels.size:
+    The single entry of the dense loss and the vocab-parallel one.
+    """
+    ignore_index = check_ignore_index(ignore_index)
+    labels = integer_labels(labels, logits.shape[:-1], f"the batch shape of {logits_name}")
+    weights = None
+    if class_weights is not None:
+        weights = as_float_array(class_weights, "class_weights").astype(logits.dtype)
+        if weights.shape != logits.shape[-1:]:
+            raise ValueError(
+                f"class_weights of shape {weights.shape} must be [{logits.shape[-1]}] "
+                f"for {logits_name} of shape {logits.shape}"
+            )
+    smoothing, z_loss = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
+    _validation.check_no_nan(logits, logits_name)
+    if _validation.enabled() and labels.size:
+        num_classes = total_classes(logits.shape[-1], axis_name)
         _validation.check_labels(labels, num_classes, ignore_index)
+    options = IntegerCrossEntropyOptions(ignore_index, axis_name)
+    return integer_cross_entropy(logits, labels, weights, mask, smoothing, z_loss, options)
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -330,11 +341,12 @@ def softmax_cross_entropy_with_integer_labels(
         raise ValueError("axis=None is not supported with integer labels: name the class axes")
     where = expand_row_mask(where, logits.ndim, axis)
     logits, mask = classes_last(logits, axis, where, "logits")
-    weights = check_arguments(
-        logits, labels, ignore_index=ignore_index, class_weights=class_weights
+    return integer_loss(
+        logits,
+        labels,
+        mask,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        class_weights=class_weights,
     )
-    smoothing, z_loss = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
-    _validation.check_no_nan(logits, "logits")
-    check_labels(labels, logits.shape[-1], ignore_index)
-    options = Options(check_ignore_index(ignore_index))
-    return integer_cross_entropy(logits, labels, weights, mask, smoothing, z_loss, options)
