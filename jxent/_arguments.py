@@ -58,28 +58,42 @@ def broadcast_pair(
     )
 
 
-def normalize_axis(axis: Axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
-    """Return ``axis`` as a sorted tuple of non-negative ints."""
+def axes_in_order(axis: Axis | None, ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """Return ``axis`` as a tuple of non-negative ints in the order given;
+    None, where the caller allows it, means every axis.
+
+    Raises:
+      TypeError: ``axis`` is not an int or a sequence of ints (a float, an
+        array, a string or a bool is not an axis).
+      ValueError: an axis is out of range or repeated, or the tuple is empty.
+    """
+    kinds = "an int, a tuple of ints or None" if axis is None else "an int or a tuple of ints"
+    if axis is None:
+        return tuple(range(ndim))
     if isinstance(axis, (int, np.integer)):
-        axes = (axis,)
-    elif isinstance(axis, (tuple, list)):
+        axes: tuple = (axis,)
+    elif isinstance(axis, Sequence) and not isinstance(axis, str):
         axes = tuple(axis)
     else:
-        # A float, an array or a string is not an axis (a string is iterable).
-        raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
+        raise TypeError(f"{name} must be {kinds}, got {axis!r}")
     if not axes:
         raise ValueError(f"{name} must name at least one axis, got {axis!r}")
-    normalized = []
-    for a in axes:
-        # bool is an int to Python, but axis=True is a mistake, not axis 1.
-        if not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_)):
-            raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
-        if not -ndim <= a < ndim:
-            raise ValueError(f"{name}={axis!r} is out of range for an array of rank {ndim}")
-        normalized.append(int(a) % ndim)
+    # bool is an int to Python, but axis=True is a mistake, not axis 1.
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"{name} must be {kinds}, got {axis!r}")
+    if not all(-ndim <= a < ndim for a in axes):
+        raise ValueError(f"{name}={axis!r} is out of range for an array of rank {ndim}")
+    normalized = tuple(int(a) % ndim for a in axes)
     if len(set(normalized)) != len(normalized):
         raise ValueError(f"{name}={axis!r} repeats an axis")
-    return tuple(sorted(normalized))
+    return normalized
+
+
+def normalize_axis(axis: Axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """Return ``axis`` as a sorted tuple of non-negative ints."""
+    if axis is None:
+        raise TypeError(f"{name} must be an int or a tuple of ints, got None")
+    return tuple(sorted(axes_in_order(axis, ndim, name)))
 
 
 def broadcasts_into(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
@@ -102,17 +116,23 @@ def class_mask(where: jax.typing.ArrayLike | None, shape: tuple[int, ...]) -> ja
     return jnp.broadcast_to(where, shape)
 
 
+def real_array(value: jax.typing.ArrayLike, name: str, dtype) -> jax.Array:
+    """A real (float or integer) option as an array of ``dtype``; TypeError otherwise."""
+    value = jnp.asarray(value)
+    if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
+        raise TypeError(f"{name} must be a real number or array, got dtype {value.dtype}")
+    return value.astype(dtype)
+
+
 def per_distribution(
     value: jax.typing.ArrayLike, name: str, shape: tuple[int, ...], axes: tuple[int, ...], dtype
 ) -> jax.Array:
     """A parameter of each distribution (an order α, a weight β), broadcast to
     the result shape: ``shape`` without the class ``axes``."""
-    value = jnp.asarray(value)
-    if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
-        raise TypeError(f"{name} must be a real number or array, got dtype {value.dtype}")
+    value = real_array(value, name, dtype)
     result_shape = tuple(n for i, n in enumerate(shape) if i not in axes)
     try:
-        return jnp.broadcast_to(value.astype(dtype), result_shape)
+        return jnp.broadcast_to(value, result_shape)
     except ValueError:
         raise ValueError(
             f"{name} of shape {value.shape} does not broadcast to the result shape {result_shape}"

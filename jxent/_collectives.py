@@ -31,7 +31,7 @@ def total_classes(num_local: int, axis_name: AxisName) -> int:
     return num_local if axis_name is None else num_local * jax.lax.axis_size(axis_name)
 
 
-def varying_axes(x: jax.Array) -> frozenset[str]:
+def _varying_axes(x: jax.Array) -> frozenset[str]:
     """Mesh axes over which ``x`` differs from device to device (inside shard_map).
 
     Empty outside ``shard_map`` and inside one with ``check_vma=False``.
@@ -46,8 +46,8 @@ def varying_like(x: jax.Array, *sources: jax.Array | None) -> jax.Array:
     What JAX's own binary operations do to an operand that is replicated where
     the other varies; its transpose sums the cotangent over those axes.
     """
-    wanted = frozenset().union(*(varying_axes(s) for s in sources if s is not None))
-    missing = tuple(sorted(wanted - varying_axes(x)))
+    wanted = frozenset().union(*(_varying_axes(s) for s in sources if s is not None))
+    missing = tuple(sorted(wanted - _varying_axes(x)))
     return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
@@ -59,10 +59,10 @@ def untracked_shards(weight: jax.Array, axis_name: AxisName) -> bool:
     if axis_name is None:
         return False
     axes = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
-    return not set(axes) <= varying_axes(weight)
+    return not set(axes) <= _varying_axes(weight)
 
 
 def sum_over_sharers(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
     """psum a cotangent over the mesh axes it varies over and its primal does not."""
-    extra = tuple(sorted(varying_axes(cotangent) - varying_axes(primal)))
+    extra = tuple(sorted(_varying_axes(cotangent) - _varying_axes(primal)))
     return jax.lax.psum(cotangent, extra) if extra else cotangent

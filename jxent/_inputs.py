@@ -62,7 +62,7 @@ class Distributions(NamedTuple):
         return in_base(jnp.where(self.invalid, jnp.nan, value), base)
 
 
-def require_classes(
+def _require_classes(
     shape: tuple[int, ...], axes: tuple[int, ...], names: Sequence[str], axis: Any, axis_name: str
 ) -> None:
     """An empty class axis is a mistake, not a distribution: raise naming it."""
@@ -94,10 +94,10 @@ def probabilities(
         input_dtypes = [jnp.asarray(a).dtype for a in arrays]
     floats = [as_float_array(a, n) for a, n in zip(arrays, names)]
     if len(floats) == 2:
-        floats = list(broadcast_pair(*floats, (names[0], names[1])))
+        floats = list(broadcast_pair(floats[0], floats[1], (names[0], names[1])))
     shape = floats[0].shape
     axes = normalize_axis(axis, len(shape), axis_name)
-    require_classes(shape, axes, names, axis, axis_name)
+    _require_classes(shape, axes, names, axis, axis_name)
     mask = class_mask(where, shape)
     for a, name, dtype in zip(floats, names, input_dtypes):
         _validation.check_probabilities(a, name, axes=axes, mask=mask, input_dtype=dtype)
@@ -118,7 +118,7 @@ def logits(
     """Logits with masked classes at ``-inf`` (out of the softmax), and the class axes."""
     values = as_float_array(values, name)
     axes = normalize_axis(axis, values.ndim)
-    require_classes(values.shape, axes, (name,), axis, "axis")
+    _require_classes(values.shape, axes, (name,), axis, "axis")
     mask = class_mask(where, values.shape)
     if mask is not None:
         values = jnp.where(mask, values, -jnp.inf)
@@ -187,7 +187,7 @@ def binary(
     """Elementwise event probabilities, broadcast; True where one is outside [0, 1] or NaN."""
     floats = [as_float_array(a, n) for a, n in zip(arrays, names)]
     if len(floats) == 2:
-        floats = list(broadcast_pair(*floats, (names[0], names[1])))
+        floats = list(broadcast_pair(floats[0], floats[1], (names[0], names[1])))
     for a, name in zip(floats, names):
         _validation.check_unit_interval(a, name)
     # p > 1 is a negative probability of the other event.

@@ -24,7 +24,7 @@ def _skew_js_slope(weight, p, mixture):
 
 
 @jax.custom_jvp
-def skew_js_term(p: jax.Array, q: jax.Array, beta: jax.Array) -> jax.Array:
+def _skew_js_term(p: jax.Array, q: jax.Array, beta: jax.Array) -> jax.Array:
     """One class's share of β·D(P‖M) + (1-β)·D(Q‖M), M = βP + (1-β)Q (β = ½: JS).
 
     Summed as β·kl_term(p, m) + (1-β)·kl_term(q, m): the -p + m and -q + m
@@ -41,7 +41,7 @@ def skew_js_term(p: jax.Array, q: jax.Array, beta: jax.Array) -> jax.Array:
 def _skew_js_term_jvp(primals, tangents):
     (p, q, beta), (dp, dq, d_beta) = primals, tangents
     mixture = beta * p + (1 - beta) * q
-    value = skew_js_term(p, q, beta)
+    value = _skew_js_term(p, q, beta)
     tangent = jnp.zeros_like(value)
     if not isinstance(dp, SymbolicZero):
         tangent = tangent + zero_safe_mul(dp, _skew_js_slope(beta, p, mixture))
@@ -54,7 +54,7 @@ def _skew_js_term_jvp(primals, tangents):
     return value, tangent
 
 
-skew_js_term.defjvp(_skew_js_term_jvp, symbolic_zeros=True)
+_skew_js_term.defjvp(_skew_js_term_jvp, symbolic_zeros=True)
 
 
 def js_divergence(
@@ -91,7 +91,7 @@ def js_divergence(
     """
     dist = _inputs.probabilities([p, q], ["p", "q"], axis=axis, where=where, fill=[0.0, 0.0])
     p, q = dist.arrays
-    return dist.finish(dist.total(skew_js_term(p, q, jnp.full_like(p, 0.5))), base)
+    return dist.finish(dist.total(_skew_js_term(p, q, jnp.full_like(p, 0.5))), base)
 
 
 def _weight(beta, shape, axes, dtype) -> jax.Array:
@@ -158,7 +158,7 @@ def generalized_js_divergence(
     dist = _inputs.probabilities([p, q], ["p", "q"], axis=axis, where=where, fill=[0.0, 0.0])
     p, q = dist.arrays
     beta = _weight(beta, p.shape, dist.axes, p.dtype)
-    return dist.finish(dist.total(skew_js_term(p, q, beta)), base)
+    return dist.finish(dist.total(_skew_js_term(p, q, beta)), base)
 
 
 def generalized_js_divergence_from_logits(
@@ -194,4 +194,4 @@ def generalized_js_divergence_from_logits(
     log_p, log_q, axes = _inputs.log_softmax_pair(p_logits, q_logits, axis=axis, where=where)
     p, q = jnp.exp(log_p), jnp.exp(log_q)
     beta = _weight(beta, p.shape, axes, p.dtype)
-    return in_base(jnp.sum(skew_js_term(p, q, beta), axis=axes), base)
+    return in_base(jnp.sum(_skew_js_term(p, q, beta), axis=axes), base)

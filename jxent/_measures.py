@@ -1,4 +1,4 @@
-"""Entropy, cross-entropy, KL and Jensen–Shannon divergence (and binary cases)."""
+"""Entropy, cross-entropy and KL divergence, from probabilities and from logits."""
 
 import functools
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def log_of_base(base: float | None) -> float | None:
+def _log_of_base(base: float | None) -> float | None:
     """Return ``log(base)``, or None for nats; reject bases that are not a unit."""
     if base is None:
         return None
@@ -20,5 +20,5 @@ def log_of_base(base: float | None) -> float | None:
 
 def in_base(value: jax.Array, base: float | None) -> jax.Array:
     """``value`` in nats expressed in ``base`` (None keeps nats)."""
-    log_base = log_of_base(base)
+    log_base = _log_of_base(base)
     return value if log_base is None else value / jnp.asarray(log_base, value.dtype)

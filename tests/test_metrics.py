@@ -1,6 +1,7 @@
 """LogLoss: readings against float64 references, merging, psum, compensated sums."""
 
 import math
+import re
 
 import chex
 import jax
@@ -119,3 +120,64 @@ def test_hundred_million_tokens_sum_like_float64():
     np.testing.assert_allclose(float(metric.mean()), reference / (batches * size), rtol=1e-7)
     # The naive float32 sum drifts by far more: the reason for compensation.
     assert abs(float(naive) - reference) / reference > 1e-6
+
+
+_READINGS = re.compile(
+    r"LogLoss\(tokens=(\S+), mean=(\S+) nats, perplexity=(\S+), bits_per_token=(\S+)\)"
+)
+
+
+def test_repr_shows_the_readings():
+    logits, labels = _batch(4)
+    labels = labels.at[::5].set(-100)
+    metric = jax.jit(lambda z, y: LogLoss.empty().update(z, y, ignore_index=-100))(logits, labels)
+    keep = np.asarray(labels) != -100
+    nll = _reference_nll(logits[keep], labels[keep])
+    match = _READINGS.fullmatch(repr(metric))
+    assert match, repr(metric)
+    assert match[1] == str(keep.sum())
+    mean, perplexity, bits = (float(reading) for reading in match.groups()[1:])
+    np.testing.assert_allclose(mean, nll.mean(), rtol=1e-5)
+    np.testing.assert_allclose(perplexity, np.exp(nll.mean()), rtol=1e-5)
+    np.testing.assert_allclose(bits, nll.mean() / math.log(2), rtol=1e-5)
+    assert str(metric) == repr(metric)
+
+
+def test_repr_of_a_hundred_million_tokens_counts_them_exactly():
+    metric = LogLoss(jnp.float32(2e8), jnp.float32(0), jnp.float32(1e8), jnp.float32(0.0))
+    assert repr(metric).startswith("LogLoss(tokens=100000000, mean=2 nats, perplexity=7.38906,")
+
+
+def test_repr_with_no_tokens_divides_nothing():
+    assert repr(LogLoss.empty()) == "LogLoss(tokens=0, empty)"
+    masked = LogLoss.empty().update_from_losses(jnp.ones(3), where=jnp.zeros(3, bool))
+    assert repr(masked) == "LogLoss(tokens=0, empty)"
+    assert np.isnan(masked.mean())  # the readings themselves are unchanged
+
+
+def test_repr_at_the_edges_of_the_readings():
+    huge = LogLoss.empty().update_from_losses(jnp.array([1e4]))
+    assert "mean=10000 nats, perplexity=inf, bits_per_token=14427" in repr(huge)
+    out_of_range = LogLoss.empty().update(jnp.zeros((2, 3)), jnp.array([0, 3]))
+    assert "mean=nan nats, perplexity=nan, bits_per_token=nan" in repr(out_of_range)
+
+
+def test_repr_under_tracing_and_batching_shows_dtypes_and_shapes():
+    logits, labels = _batch(5, tokens=12)
+    scalar = "LogLoss(nll=float32[], nll_error=float32[], tokens=float32[], tokens_error=float32[])"
+    seen = []
+
+    def traced(z, y):
+        metric = LogLoss.empty().update(z, y)
+        seen.append(repr(metric))
+        return metric
+
+    jax.jit(traced)(logits, labels)
+    batched = jax.vmap(traced)(logits.reshape(3, 4, -1), labels.reshape(3, 4))
+    jax.grad(lambda z: traced(z, labels).mean())(logits)
+    assert seen == [scalar] * 3
+    assert repr(batched) == scalar.replace("[]", "[3]")
+    np.testing.assert_allclose(
+        batched.mean(), _reference_nll(logits, labels).reshape(3, 4).mean(-1), rtol=1e-6
+    )
+    assert repr(jax.eval_shape(LogLoss.empty)) == scalar

@@ -14,44 +14,15 @@ over the class axes in that order); ``axis=None`` makes every axis a class axis.
 """
 
 import math
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from .._arguments import Axis, as_float_array, broadcast_pair, class_mask
-
-
-def class_axes(axis: Axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
-    """The class axes as non-negative ints, in the order given (None: all of them).
-
-    Raises:
-      TypeError: ``axis`` is not an int, a sequence of ints or None.
-      ValueError: an axis is out of range or repeated, or the tuple is empty.
-    """
-    if axis is None:
-        return tuple(range(ndim))
-    if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
-        axes = (axis,)
-    elif isinstance(axis, Sequence) and not isinstance(axis, str):
-        axes = tuple(axis)
-    else:
-        raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}")
-    if not axes:
-        raise ValueError(f"{name} must name at least one axis, got {axis!r}")
-    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
-        raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}")
-    if not all(-ndim <= a < ndim for a in axes):
-        raise ValueError(f"{name}={axis!r} is out of range for an array of rank {ndim}")
-    normalized = tuple(int(a) % ndim for a in axes)
-    if len(set(normalized)) != len(normalized):
-        raise ValueError(f"{name}={axis!r} repeats an axis")
-    return normalized
+from .._arguments import Axis, as_float_array, axes_in_order, broadcast_pair, class_mask
 
 
 def expand_row_mask(
-    where: jax.typing.ArrayLike | None, logits_ndim: int, axis: Axis
+    where: jax.typing.ArrayLike | None, logits_ndim: int, axis: Axis | None
 ) -> jax.Array | None:
     """optax's softmax cross-entropy rule: a ``where`` whose rank differs from
     the logits' is expanded at the class axes, so one of the batch shape masks
@@ -72,7 +43,7 @@ def expand_row_mask(
 
 def classes_last(
     x: jax.Array,
-    axis: Axis,
+    axis: Axis | None,
     where: jax.typing.ArrayLike | None,
     name: str,
 ) -> tuple[jax.Array, jax.Array | None]:
@@ -82,7 +53,7 @@ def classes_last(
     Raises:
       ValueError: the class axes hold no element (K = 0).
     """
-    axes = class_axes(axis, x.ndim)
+    axes = axes_in_order(axis, x.ndim)
     mask = class_mask(where, x.shape)
     batch = tuple(a for a in range(x.ndim) if a not in axes)
     num_classes = math.prod(x.shape[a] for a in axes)
@@ -103,7 +74,7 @@ def classes_last_pair(
     a: jax.typing.ArrayLike,
     b: jax.typing.ArrayLike,
     names: tuple[str, str],
-    axis: Axis,
+    axis: Axis | None,
     where: jax.typing.ArrayLike | None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """Two float arrays broadcast together, their class axes flattened last, and

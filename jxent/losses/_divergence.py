@@ -8,10 +8,10 @@ import jax.numpy as jnp
 
 from .. import _primitives as prim
 from .. import _validation
-from .._arguments import Axis, as_float_array, broadcast_pair
+from .._arguments import Axis, as_float_array, axes_in_order, broadcast_pair
 from .._measures import kl_divergence_from_logits
 from .._zero_safe import zero_safe_mul
-from ._classes import class_axes, classes_last_pair, expand_row_mask
+from ._classes import classes_last_pair, expand_row_mask
 
 
 def _prepare(log_predictions, targets, names, axis, where):
@@ -233,7 +233,7 @@ def distillation_loss(
     temperature = jnp.asarray(temperature, jnp.result_type(student, teacher))
     where = expand_row_mask(where, student.ndim, axis)
     shape = broadcast_pair(student, teacher, ("student_logits", "teacher_logits"))[0].shape
-    axes = class_axes(axis, len(shape))
+    axes = axes_in_order(axis, len(shape))
     if math.prod(shape[a] for a in axes) == 0:
         raise ValueError(f"student_logits of shape {shape} has no classes along axis={axis!r}")
     divergence = kl_divergence_from_logits(

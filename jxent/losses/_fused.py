@@ -51,7 +51,7 @@ def _power_of_two_at_most(x: float) -> int:
     return 2 ** max(0, math.floor(math.log2(max(x, 1))))
 
 
-def default_tiles(
+def _default_tiles(
     tokens: int, local_vocab: int, reduced: bool, block_size: int | None, token_block: int | None
 ) -> tuple[int, int]:
     """(vocabulary block, token tile) for the given shapes, explicit choices kept."""
@@ -136,7 +136,7 @@ def fused_cross_entropy(
     reduced = reduction != "none"
     # The one-sweep reduced path needs whole vocabulary rows on one device.
     one_sweep = reduced and axis_name is None
-    block, token_block = default_tiles(
+    block, token_block = _default_tiles(
         labels.size,
         weight.shape[1],
         one_sweep,

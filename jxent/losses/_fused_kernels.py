@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from .._arguments import label_status
 from .._collectives import total_classes
 
-Carry = TypeVar("Carry")
+_Carry = TypeVar("_Carry")
 
 
 class LinearCrossEntropyOptions(NamedTuple):
@@ -88,8 +88,8 @@ def put(x: jax.Array, update: jax.Array, start: int | jax.Array, axis: int) -> j
 
 
 def for_each_slice(
-    total: int, size: int, body: Callable[[int | jax.Array, int, Carry], Carry], carry: Carry
-) -> Carry:
+    total: int, size: int, body: Callable[[int | jax.Array, int, _Carry], _Carry], carry: _Carry
+) -> _Carry:
     """Run ``body(start, width, carry)`` over ``[0, total)`` in slices of ``size``.
 
     Full slices run in a ``fori_loop`` with Python-int bounds (a ``scan`` of
@@ -122,7 +122,7 @@ def tile_logit_gradient(
     logits: jax.Array,
     lse: jax.Array,
     is_label: jax.Array,
-    scales: "LossScales",
+    scales: "_LossScales",
     softcap: jax.Array | None,
 ) -> jax.Array:
     """d loss / d (hidden @ weight + bias) on one tile, in the accumulation dtype.
@@ -138,7 +138,7 @@ def tile_logit_gradient(
     return d_logits
 
 
-class LossScales(NamedTuple):
+class _LossScales(NamedTuple):
     """Per-token coefficients of the three terms of d loss / d logits."""
 
     prob: jax.Array
@@ -148,12 +148,12 @@ class LossScales(NamedTuple):
 
 def loss_scales(
     cotangent: jax.Array, lse: jax.Array, vocab: int, hyper: Hyperparameters
-) -> LossScales:
+) -> _LossScales:
     """The coefficients of :func:`tile_logit_gradient` for a per-token cotangent."""
     prob = cotangent if hyper.z_loss is None else cotangent * (1 + 2 * hyper.z_loss * lse)
     if hyper.label_smoothing is None:
-        return LossScales(prob=prob, label=cotangent, uniform=jnp.zeros_like(cotangent))
-    return LossScales(
+        return _LossScales(prob=prob, label=cotangent, uniform=jnp.zeros_like(cotangent))
+    return _LossScales(
         prob=prob,
         label=cotangent * (1 - hyper.label_smoothing),
         uniform=cotangent * (hyper.label_smoothing / vocab),
@@ -204,6 +204,7 @@ def combine_loss(
     smoothing = hyper.label_smoothing
     loss = (peak - label_logit) + log_total
     if smoothing is not None:
+        assert mean_logit is not None, "the sweep sums the logits whenever smoothing is on"
         loss = (1 - smoothing) * loss + smoothing * ((peak - mean_logit) + log_total)
     if hyper.z_loss is not None:
         loss = loss + hyper.z_loss * (peak + log_total) ** 2

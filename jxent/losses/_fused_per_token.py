@@ -198,7 +198,7 @@ def _per_token_bwd(options: LinearCrossEntropyOptions, residuals, d_loss):
     # the weight across data shards) gets the sum of their contributions.
     d_hidden = sum_over_sharers(d_hidden, hidden)
     d_weight = sum_over_sharers(d_weight, weight)
-    d_bias = None if bias is None else sum_over_sharers(d_bias, bias)
+    d_bias = None if d_bias is None else sum_over_sharers(d_bias, bias)
     d_hyper = jax.tree.map(jnp.zeros_like, hyper)
     return d_hidden.astype(hidden.dtype), d_weight, d_bias, None, None, d_hyper
 

@@ -31,8 +31,8 @@ from .._collectives import AxisName, all_max, all_sum, first_class, total_classe
 from ._classes import classes_last, expand_row_mask
 
 
-class IntegerCrossEntropyOptions(NamedTuple):
-    """The static options of :func:`integer_cross_entropy`."""
+class _IntegerCrossEntropyOptions(NamedTuple):
+    """The static options of :func:`_integer_cross_entropy`."""
 
     ignore_index: int | None = None
     axis_name: AxisName = None
@@ -82,7 +82,7 @@ def _gaps(peak, log_total, masked, mask):
 
 
 def _forward(
-    logits, labels, weights, mask, smoothing, z_loss, options: IntegerCrossEntropyOptions
+    logits, labels, weights, mask, smoothing, z_loss, options: _IntegerCrossEntropyOptions
 ) -> _Forward:
     axis_name = options.axis_name
     num_local = logits.shape[-1]
@@ -151,8 +151,8 @@ def _forward(
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
-def integer_cross_entropy(
-    logits, labels, weights, mask, smoothing, z_loss, options: IntegerCrossEntropyOptions
+def _integer_cross_entropy(
+    logits, labels, weights, mask, smoothing, z_loss, options: _IntegerCrossEntropyOptions
 ):
     """The loss on ``[..., K]`` logits (a vocabulary shard with an axis name);
     ``smoothing`` and ``z_loss`` are scalars, or None for none."""
@@ -198,6 +198,7 @@ def _weights_coefficient(fwd: _Forward, is_label, mask, smoothing):
     keep = 1 if smoothing is None else 1 - smoothing
     per_class = jnp.where(is_label, keep * gap, 0)
     if smoothing is not None:
+        assert fwd.unmasked_count is not None, "counted whenever smoothing is on"
         unmasked = True if mask is None else mask
         per_class = per_class + jnp.where(
             unmasked, smoothing / fwd.unmasked_count[..., None] * gap, 0
@@ -205,10 +206,10 @@ def _weights_coefficient(fwd: _Forward, is_label, mask, smoothing):
     return per_class
 
 
-def _integer_cross_entropy_jvp(options: IntegerCrossEntropyOptions, primals, tangents):
+def _integer_cross_entropy_jvp(options: _IntegerCrossEntropyOptions, primals, tangents):
     logits, _, weights, mask, smoothing, z_loss = primals
     d_logits, _, d_weights, _, d_smoothing, d_z_loss = tangents
-    fwd = _forward(*primals, options)
+    fwd = _forward(logits, primals[1], weights, mask, smoothing, z_loss, options)
     is_label = jnp.arange(logits.shape[-1]) == fwd.local_labels[..., None]
 
     tangent = jnp.zeros_like(fwd.loss)
@@ -221,6 +222,7 @@ def _integer_cross_entropy_jvp(options: IntegerCrossEntropyOptions, primals, tan
     tangent = all_sum(tangent, options.axis_name)
     # Per-row terms, already complete on every shard: d/dα and d/dλ.
     if smoothing is not None and not _is_zero(d_smoothing):
+        assert fwd.mean_gap is not None, "computed whenever smoothing is on"
         d_alpha = fwd.mean_gap - fwd.label_weight * fwd.label_gap
         tangent = tangent + _edges(fwd, d_alpha) * d_smoothing
     if z_loss is not None and not _is_zero(d_z_loss):
@@ -228,7 +230,7 @@ def _integer_cross_entropy_jvp(options: IntegerCrossEntropyOptions, primals, tan
     return fwd.loss, jnp.where(fwd.invalid, jnp.nan, tangent)
 
 
-integer_cross_entropy.defjvp(_integer_cross_entropy_jvp, symbolic_zeros=True)
+_integer_cross_entropy.defjvp(_integer_cross_entropy_jvp, symbolic_zeros=True)
 
 
 def integer_loss(
@@ -263,8 +265,8 @@ def integer_loss(
     if _validation.enabled() and labels.size:
         num_classes = total_classes(logits.shape[-1], axis_name)
         _validation.check_labels(labels, num_classes, ignore_index)
-    options = IntegerCrossEntropyOptions(ignore_index, axis_name)
-    return integer_cross_entropy(logits, labels, weights, mask, smoothing, z_loss, options)
+    options = _IntegerCrossEntropyOptions(ignore_index, axis_name)
+    return _integer_cross_entropy(logits, labels, weights, mask, smoothing, z_loss, options)
 
 
 def softmax_cross_entropy_with_integer_labels(

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _validation
-from .._arguments import as_float_array, broadcast_pair, broadcasts_into
+from .._arguments import as_float_array, broadcast_pair, broadcasts_into, real_array
 from .._zero_safe import zero_safe_mul
 
 
@@ -23,14 +23,12 @@ def _option(value, name: str, shape: tuple[int, ...], dtype, domain=None, inside
     that broadcasts to the loss ``shape`` without growing it."""
     if inside is not None:
         value = _validation.option_in_domain(value, name, domain, inside)
-    value = jnp.asarray(value)
-    if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
-        raise TypeError(f"{name} must be a real number or array, got dtype {value.dtype}")
+    value = real_array(value, name, dtype)
     if not broadcasts_into(value.shape, shape):
         raise ValueError(
             f"{name} of shape {value.shape} does not broadcast to the loss shape {shape}"
         )
-    return value.astype(dtype)
+    return value
 
 
 def sigmoid_binary_cross_entropy(

@@ -1,0 +1,196 @@
+"""The package's layout rules, read from its source.
+
+* The underscore rule: a leading underscore on a function, class or constant
+  means "used only in this module". Private *modules* may be imported within
+  the package; underscored names inside them may not.
+* The layers point down: a module imports only from its own layer or below.
+* At run time jxent imports the standard library, jax and NumPy only.
+"""
+
+import ast
+import pathlib
+import re
+import sys
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "jxent"
+
+# Lowest first. A module may import modules of its own layer or of a lower one.
+LAYERS = [
+    {"jxent._arguments", "jxent._collectives", "jxent._units"},
+    {"jxent._zero_safe", "jxent._validation"},
+    {"jxent._primitives"},
+    {"jxent._inputs"},
+    {"jxent._measures", "jxent._binary", "jxent._jensen", "jxent._renyi", "jxent._joint"},
+    {"jxent.losses"},  # the subpackage and every module in it
+    {"jxent.sharding", "jxent.metrics"},
+    {"jxent"},
+]
+RUN_TIME_DEPENDENCIES = {"jax", "jaxlib", "numpy"}
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _package_of(module: str) -> str:
+    return module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> str:
+    """The absolute name of the module an ``import from`` reads."""
+    if node.level == 0:
+        return node.module or ""
+    base = _package_of(module).split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _layer(module: str) -> int:
+    for index, layer in enumerate(LAYERS):
+        if module in layer or any(module.startswith(f"{name}.") for name in layer - {"jxent"}):
+            return index
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in {__file__}")
+
+
+def _imports(module: str) -> list[tuple[str, list[str], int]]:
+    """(imported module, names taken from it, line) for each import statement."""
+    tree = ast.parse(MODULES[module].read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            source = _resolve(module, node)
+            # ``from . import _inputs`` imports the module jxent._inputs.
+            submodules = [a.name for a in node.names if _is_module(f"{source}.{a.name}")]
+            found += [(f"{source}.{name}", [], node.lineno) for name in submodules]
+            names = [a.name for a in node.names if a.name not in submodules]
+            if names or not submodules:
+                found.append((source, names, node.lineno))
+    return found
+
+
+def _is_module(name: str) -> bool:
+    return name in MODULES
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_underscored_name_is_imported_from_another_module(module):
+    offences = [
+        f"line {line}: from {source} import {name}"
+        for source, names, line in _imports(module)
+        for name in names
+        if name.startswith("_") and not _is_module(f"{source}.{name}")
+    ]
+    assert not offences, f"{module} imports private names: {offences}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_underscored_attribute_of_another_module_is_read(module):
+    tree = ast.parse(MODULES[module].read_text())
+    aliases = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            source = _resolve(module, node)
+            aliases |= {
+                a.asname or a.name
+                for a in node.names
+                if _is_module(f"{source}.{a.name}") or source not in MODULES
+            }
+    offences = [
+        f"line {node.lineno}: {node.value.id}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in aliases
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    ]
+    assert not offences, f"{module} reads private names of other modules: {offences}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down_the_layers(module):
+    offences = [
+        f"line {line}: {source} (layer {_layer(source)})"
+        for source, _, line in _imports(module)
+        if (source == "jxent" or source.startswith("jxent.")) and _layer(source) > _layer(module)
+    ]
+    assert not offences, f"{module} (layer {_layer(module)}) imports upwards: {offences}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_run_time_imports_are_jax_numpy_and_the_standard_library(module):
+    allowed = RUN_TIME_DEPENDENCIES | set(sys.stdlib_module_names) | {"jxent"}
+    outside = {
+        source.split(".")[0]
+        for source, _, _ in _imports(module)
+        if source.split(".")[0] not in allowed
+    }
+    assert not outside, f"{module} imports {sorted(outside)} at run time"
+
+
+def test_the_rules_catch_what_they_forbid(tmp_path):
+    """The walkers above see the patterns the rules are about."""
+    bad = "from ._primitives import _log\nfrom . import _inputs\n_inputs._private(1)\n"
+    tree = ast.parse(bad)
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
+    assert _resolve("jxent._measures", node) == "jxent._primitives"
+    assert not _is_module("jxent._primitives._log")
+    assert _is_module("jxent._inputs")
+    assert _layer("jxent.losses._fused") > _layer("jxent._measures")
+    attributes = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)]
+    assert attributes == ["_private"]
+
+
+def _top_level_names(tree: ast.Module) -> list[str]:
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return names
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if "._" in m))
+def test_plain_names_of_private_modules_are_shared(module):
+    """The other half of the rule: a plain name in a private module is public
+    API or used by another module of the package; otherwise it takes an
+    underscore."""
+    import jxent
+    import jxent.losses
+
+    public = set(jxent.__all__) | set(jxent.losses.__all__) | set(jxent.sharding.__all__)
+    public |= set(jxent.metrics.__all__)
+    others = [p.read_text() for name, p in MODULES.items() if name != module]
+    words = set().union(*(re.findall(r"\w+", text) for text in others))
+    tree = ast.parse(MODULES[module].read_text())
+    unshared = [
+        name
+        for name in _top_level_names(tree)
+        if not name.startswith("_") and name not in public and name not in words
+    ]
+    assert not unshared, f"{module}: {unshared} are used only there; name them with '_'"
+
+
+@pytest.mark.parametrize("folder", ["examples", "benchmarks", "notebooks", "docs"])
+def test_examples_benchmarks_notebooks_and_docs_use_only_public_names(folder):
+    root = PACKAGE.parent / folder
+    files = [p for p in root.rglob("*") if p.suffix in {".py", ".ipynb", ".md", ".rst"}]
+    private = re.compile(r"\bjxent(?:\.\w+)*\._(?!_)\w*")
+    offences = [
+        f"{p.relative_to(root.parent)}: {m.group()}"
+        for p in files
+        if "_build" not in p.parts
+        for m in private.finditer(p.read_text())
+    ]
+    assert not offences, offences
