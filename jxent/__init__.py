@@ -26,7 +26,7 @@ from ._renyi import renyi_entropy_from_logits as renyi_entropy_from_logits
 from ._validation import checked as checked
 from ._validation import validation_mode as validation_mode
 
-__version__ = "0.1.0"
+__version__ = "0.1.0.dev0"
 
 __all__ = [
     "binary_cross_entropy",

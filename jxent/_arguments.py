@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 Axis = int | Sequence[int]
 
@@ -162,7 +163,7 @@ def label_status(
 
 def is_traced(x: object) -> bool:
     """Whether ``x`` is a JAX tracer: its value is unknown at trace time."""
-    return isinstance(x, jax.core.Tracer)
+    return isinstance(x, Tracer)
 
 
 def check_ignore_index(ignore_index: object) -> int | None:

@@ -14,7 +14,12 @@ import sys
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "jxent"
+import jxent
+
+# The package as imported: the installed wheel when CI tests one, so that the
+# rules hold for what ships.
+PACKAGE = pathlib.Path(jxent.__file__).resolve().parent
+CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
 
 # Lowest first. A module may import modules of its own layer or of a lower one.
 LAYERS = [
@@ -166,9 +171,6 @@ def test_plain_names_of_private_modules_are_shared(module):
     """The other half of the rule: a plain name in a private module is public
     API or used by another module of the package; otherwise it takes an
     underscore."""
-    import jxent
-    import jxent.losses
-
     public = set(jxent.__all__) | set(jxent.losses.__all__) | set(jxent.sharding.__all__)
     public |= set(jxent.metrics.__all__)
     others = [p.read_text() for name, p in MODULES.items() if name != module]
@@ -184,7 +186,7 @@ def test_plain_names_of_private_modules_are_shared(module):
 
 @pytest.mark.parametrize("folder", ["examples", "benchmarks", "notebooks", "docs"])
 def test_examples_benchmarks_notebooks_and_docs_use_only_public_names(folder):
-    root = PACKAGE.parent / folder
+    root = CHECKOUT / folder
     files = [p for p in root.rglob("*") if p.suffix in {".py", ".ipynb", ".md", ".rst"}]
     private = re.compile(r"\bjxent(?:\.\w+)*\._(?!_)\w*")
     offences = [

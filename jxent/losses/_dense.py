@@ -112,8 +112,8 @@ def softmax_cross_entropy(
     logits = as_float_array(logits, "logits")
     where = expand_row_mask(where, logits.ndim, axis)
     logits, labels, mask = _prepare(logits, labels, axis, where)
-    smoothing, z_loss = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
-    loss, _, empty = _cross_entropy(logits, labels, mask, smoothing, z_loss)
+    smoothing, z_coefficient = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
+    loss, _, empty = _cross_entropy(logits, labels, mask, smoothing, z_coefficient)
     _validate(logits, labels, empty)
     return loss
 

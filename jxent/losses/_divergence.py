@@ -230,13 +230,11 @@ def distillation_loss(
     )
     student = as_float_array(student_logits, "student_logits")
     teacher = as_float_array(teacher_logits, "teacher_logits")
-    temperature = jnp.asarray(temperature, jnp.result_type(student, teacher))
+    t = jnp.asarray(temperature, jnp.result_type(student, teacher))
     where = expand_row_mask(where, student.ndim, axis)
     shape = broadcast_pair(student, teacher, ("student_logits", "teacher_logits"))[0].shape
     axes = axes_in_order(axis, len(shape))
     if math.prod(shape[a] for a in axes) == 0:
         raise ValueError(f"student_logits of shape {shape} has no classes along axis={axis!r}")
-    divergence = kl_divergence_from_logits(
-        teacher / temperature, student / temperature, axis=axes, where=where
-    )
-    return temperature**2 * divergence
+    divergence = kl_divergence_from_logits(teacher / t, student / t, axis=axes, where=where)
+    return t**2 * divergence

@@ -10,8 +10,6 @@ vectors and a float32 ``d_hidden``, whatever V is. 8·N·D·V matmul FLOPs for
 the value and gradient: forward, recompute, and the two gradient matmuls.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -117,8 +115,7 @@ def per_token_forward(
     return loss, finite_peak + log_total, status
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def per_token_cross_entropy(hidden, weight, bias, labels, counted, hyper, options):
+def _per_token_losses(hidden, weight, bias, labels, counted, hyper, options) -> jax.Array:
     """Losses ``[N]`` of ``hidden[N, D] @ weight[D, V] + bias``, masked by ``counted``.
 
     ``hyper`` is not differentiated (its cotangent is 0).
@@ -183,7 +180,7 @@ def _per_token_bwd(options: LinearCrossEntropyOptions, residuals, d_loss):
             hidden.shape[0], options.token_block_size, token_tile, block_init
         )
         d_weight = put(d_weight, as_bits(d_w.astype(weight.dtype)), start, 1)
-        if d_bias is not None:
+        if d_bias is not None and d_b is not None:
             d_bias = put(d_bias, d_b.astype(d_bias.dtype), start, 0)
         return d_hidden, d_weight, d_bias
 
@@ -198,9 +195,11 @@ def _per_token_bwd(options: LinearCrossEntropyOptions, residuals, d_loss):
     # the weight across data shards) gets the sum of their contributions.
     d_hidden = sum_over_sharers(d_hidden, hidden)
     d_weight = sum_over_sharers(d_weight, weight)
-    d_bias = None if d_bias is None else sum_over_sharers(d_bias, bias)
+    d_bias = None if d_bias is None or bias is None else sum_over_sharers(d_bias, bias)
     d_hyper = jax.tree.map(jnp.zeros_like, hyper)
     return d_hidden.astype(hidden.dtype), d_weight, d_bias, None, None, d_hyper
 
 
+# Applied as a call rather than a decorator so that type checkers see the Array it returns.
+per_token_cross_entropy = jax.custom_vjp(_per_token_losses, nondiff_argnums=(6,))
 per_token_cross_entropy.defvjp(_per_token_fwd, _per_token_bwd)

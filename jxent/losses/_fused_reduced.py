@@ -9,8 +9,6 @@ FLOPs in all; the backward only scales the stored gradients by the scalar
 cotangent. Without differentiation the per-token forward (2·N·D·V) runs.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -42,8 +40,7 @@ def reduction_divisor(status: TokenStatus, mean: bool, dtype) -> jax.Array:
     return jnp.maximum(jnp.sum(~status.skipped), 1).astype(dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def reduced_cross_entropy(hidden, weight, bias, labels, counted, hyper, options, mean):
+def _reduced_loss(hidden, weight, bias, labels, counted, hyper, options, mean) -> jax.Array:
     """Σ or mean over counted tokens of the losses of ``hidden[N, D] @ weight[D, V] + bias``.
 
     ``hyper`` is not differentiated (its cotangent is 0).
@@ -139,4 +136,6 @@ def _reduced_bwd(options, mean, residuals, d_loss):
     )
 
 
+# Applied as a call rather than a decorator so that type checkers see the Array it returns.
+reduced_cross_entropy = jax.custom_vjp(_reduced_loss, nondiff_argnums=(6, 7))
 reduced_cross_entropy.defvjp(_reduced_fwd, _reduced_bwd)

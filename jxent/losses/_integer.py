@@ -260,13 +260,13 @@ def integer_loss(
                 f"class_weights of shape {weights.shape} must be [{logits.shape[-1]}] "
                 f"for {logits_name} of shape {logits.shape}"
             )
-    smoothing, z_loss = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
+    smoothing, z_coefficient = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
     _validation.check_no_nan(logits, logits_name)
     if _validation.enabled() and labels.size:
         num_classes = total_classes(logits.shape[-1], axis_name)
         _validation.check_labels(labels, num_classes, ignore_index)
     options = _IntegerCrossEntropyOptions(ignore_index, axis_name)
-    return _integer_cross_entropy(logits, labels, weights, mask, smoothing, z_loss, options)
+    return _integer_cross_entropy(logits, labels, weights, mask, smoothing, z_coefficient, options)
 
 
 def softmax_cross_entropy_with_integer_labels(

@@ -18,7 +18,7 @@ def _logits_and_labels(logits, labels) -> tuple[jax.Array, jax.Array]:
     return broadcast_pair(logits, labels, ("logits", "labels"))
 
 
-def _option(value, name: str, shape: tuple[int, ...], dtype, domain=None, inside=None):
+def _option(value, name: str, shape: tuple[int, ...], dtype, domain: str = "", inside=None):
     """An option that multiplies the losses elementwise, as an array of ``dtype``
     that broadcasts to the loss ``shape`` without growing it."""
     if inside is not None:
