@@ -22,6 +22,9 @@ The divergence, wherever it is near 0, is summed as C ψ(εy) + δ(ψ(εy) - 1) 
 with y = (C + δ)/s, C = Σ p h(log(p/q)) a sum of non-negative terms
 (`log_ratio_excess`), δ = Σ (p - q) over P's support and m the mass of Q
 outside it: the same value, with no cancellation between terms of both signs.
+
+Probabilities that are 0 (and q = 0 < p) are kept out of all of that, derivatives
+included; _renyi_boundary.zero_classes gives them their one-sided derivatives.
 """
 
 import jax
@@ -30,6 +33,7 @@ import jax.numpy as jnp
 from . import _inputs
 from ._arguments import Axis
 from ._primitives import exprel, log_ratio, log_ratio_excess, log_softmax
+from ._renyi_boundary import zero_classes
 from ._units import in_base
 from ._zero_safe import zero_safe_mul
 
@@ -60,7 +64,9 @@ def _log_sum_exp(x: jax.Array, keep: jax.Array, axes: tuple[int, ...]) -> jax.Ar
     peak = jnp.max(x, axis=axes, keepdims=True)
     peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0))
     total = jnp.sum(jnp.where(keep, jnp.exp(x - peak), 0), axis=axes)
-    return jnp.squeeze(peak, axes) + jnp.log(total)
+    # -inf said directly: log's derivative at 0 would make every tangent NaN.
+    log_total = jnp.where(total > 0, jnp.log(jnp.where(total > 0, total, 1.0)), -jnp.inf)
+    return jnp.squeeze(peak, axes) + log_total
 
 
 def _log_sum_exp_ratio(log_weights, values, epsilon, keep, axes) -> jax.Array:
@@ -227,7 +233,8 @@ def renyi_entropy(
     there; α = 0 gives the log of the support size, α = 2 the collision
     entropy, α = ∞ the min-entropy :math:`-\log \max_i p_i`. ``alpha`` may be
     a traced array (learned, or swept with ``vmap``); terms with
-    :math:`p_i = 0` drop out.
+    :math:`p_i = 0` drop out. The derivative in a :math:`p_i = 0` is the
+    one-sided one (``+inf`` for α ≤ 1).
 
     ``probs`` is used as given, never renormalised: with :math:`s = \sum_i
     p_i` it is :math:`\frac{s}{1-\alpha} \log \frac{\sum_i p_i^\alpha}{s}`,
@@ -256,8 +263,13 @@ def renyi_entropy(
     (p,) = dist.arrays
     alpha = _order(alpha, p.shape, dist.axes, p.dtype)
     support = p > 0
-    log_p = jnp.where(support, jnp.log(jnp.where(support, p, 1.0)), 0.0)
-    value = _entropy(log_p, support, dist.total(p), alpha, dist.axes)
+    # Zero probabilities are differentiated by zero_classes alone.
+    p_in = jnp.where(p == 0, 0.0, p)
+    log_p = jnp.where(support, jnp.log(jnp.where(support, p_in, 1.0)), 0.0)
+    mass = dist.total(p_in)
+    value = _entropy(log_p, support, mass, alpha, dist.axes)
+    r = -value / jnp.where(mass > 0, mass, 1.0)
+    value = value + zero_classes(dist.axes, dist.mask, p, None, r, mass, alpha)
     return dist.finish(_nan_for_nan_order(value, alpha), base)
 
 
@@ -279,6 +291,8 @@ def renyi_divergence(
     there; α = 0 gives :math:`-\log Q(\mathrm{supp}\, P)`, α = ∞ the
     max-divergence :math:`\log \max_i p_i/q_i`. Non-negative and
     non-decreasing in α; ``+inf`` for α ≥ 1 when Q misses P's support.
+    Derivatives in probabilities that are 0 are one-sided (``±inf`` where
+    that limit is infinite, 0 where the value is ``+inf`` and stays so).
 
     The inputs are used as given, never renormalised: with :math:`s = \sum_i
     p_i`, :math:`t = \sum_i q_i` it is :math:`\frac{s}{\alpha-1} \log
@@ -311,15 +325,22 @@ def renyi_divergence(
     alpha = _order(alpha, p.shape, dist.axes, p.dtype)
     support = p > 0
     covered = support & (q > 0)
-    ratio = log_ratio(jnp.where(covered, p, 1.0), jnp.where(covered, q, 1.0))
+    # Zero probabilities (p = 0, and q = 0 < p) are differentiated by zero_classes alone.
+    p_in, q_in = jnp.where(p == 0, 0.0, p), jnp.where(support & ~covered, 0.0, q)
+    ratio = log_ratio(jnp.where(covered, p_in, 1.0), jnp.where(covered, q_in, 1.0))
     x = jnp.where(covered, ratio, jnp.where(support, jnp.inf, 0.0))
-    log_p = jnp.where(support, jnp.log(jnp.where(support, p, 1.0)), 0.0)
+    log_p = jnp.where(support, jnp.log(jnp.where(support, p_in, 1.0)), 0.0)
     sums = (
-        dist.total(p),
-        dist.total(jnp.where(support, p - q, 0.0)),
-        dist.total(jnp.where(support, 0.0, q)),
+        dist.total(p_in),
+        dist.total(jnp.where(support, p_in - q_in, 0.0)),
+        dist.total(jnp.where(support, 0.0, q_in)),
     )
-    value = _divergence(p, q, x, log_p, support, sums, alpha, dist.axes)
+    value = _divergence(p_in, q_in, x, log_p, support, sums, alpha, dist.axes)
+    # r = log(S/s)/ε, from D = s r + t - s (t - s is the mass off P's support less δ).
+    mass, delta, off_support = sums
+    r = jnp.where(jnp.isfinite(value), value, 0.0) - (off_support - delta)
+    r = jnp.where(value == jnp.inf, jnp.inf, r / jnp.where(mass > 0, mass, 1.0))
+    value = value + zero_classes(dist.axes, dist.mask, p, q, r, mass, alpha)
     return dist.finish(_nan_for_nan_order(value, alpha), base)
 
 

@@ -27,6 +27,7 @@ LAYERS = [
     {"jxent._zero_safe", "jxent._validation"},
     {"jxent._primitives"},
     {"jxent._inputs"},
+    {"jxent._renyi_boundary"},
     {"jxent._measures", "jxent._binary", "jxent._jensen", "jxent._renyi", "jxent._joint"},
     {"jxent.losses"},  # the subpackage and every module in it
     {"jxent.sharding", "jxent.metrics"},
