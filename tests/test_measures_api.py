@@ -1,126 +1,196 @@
-"""Transforms, dtypes and bad input for every measure."""
+"""Transforms, dtypes and bad input for every measure, driven by the case table.
+
+Transforms: for every case of measure_cases.CASES that asks, jit, vmap, lax.scan,
+jacfwd and the hessian agree with the eager value, gradient and hessian, on the
+case's edge rows and random rows. Dtypes and bad input: for every public measure
+(measure_cases.MEASURES, one case per function).
+"""
+
+import functools
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference64 as ref
 from measure_cases import (
-    ALL,
-    BINARY,
+    BINARY_NAMES,
+    CASES,
+    CLASS_AXIS_NAMES,
     INF,
     MEASURES,
     NAN,
-    binary_inputs,
-    random_inputs,
-    reference,
-    select,
+    SHANNON_NAMES,
+    draw,
+    ids,
+    params,
 )
 
 import jxent
 
+TRANSFORMS = [case for case in CASES if case.transforms]
+
 # --------------------------------------------------------------------------- transforms
 
 
-def transform_args(name, rng):
-    if name in BINARY:
-        p, q = binary_inputs(rng, 0)
-        return (p.reshape(2, 4), q.reshape(2, 4))[: len(BINARY[name][1])]
-    return select(name, random_inputs(rng, (4, 6)))
+@functools.cache
+def transformed(name, keywords, count):
+    """jit of the measure ``name`` under vmap, scan, vmap of grad, jacfwd and the hessian
+    of the batch sum; compiled once per measure (the option is traced)."""
 
-
-@pytest.mark.parametrize("name", list(ALL))
-def test_transforms_match_direct_call(name, rng):
-    fn, _ = ALL[name]
-    args = tuple(jnp.asarray(a) for a in transform_args(name, rng))
-    argnums = tuple(range(len(args)))
-    grad = jax.grad(lambda *a: fn(*a).sum(), argnums=argnums)
-
-    @jax.jit
-    def transformed(*a):
+    def run(arrays, option):
+        fn = lambda *a: getattr(jxent, name)(*a, *option, **dict(keywords))  # noqa: E731
+        argnums = tuple(range(count))
+        summed = lambda *a: fn(*a).sum()  # noqa: E731
         return {
-            "jit": fn(*a),
-            "vmap": jax.vmap(fn)(*a),
-            "scan": jax.lax.scan(lambda carry, xs: (carry, fn(*xs)), None, a)[1],
-            "vmap_grad": jax.vmap(grad)(*a),
+            "jit": fn(*arrays),
+            "vmap": jax.vmap(fn)(*arrays),
+            "scan": jax.lax.scan(lambda carry, xs: (carry, fn(*xs)), None, arrays)[1],
+            "vmap_grad": jax.vmap(jax.grad(summed, argnums))(*arrays),
+            "jacfwd": jax.jacfwd(summed, argnums)(*arrays),
+            "hessian": jax.hessian(summed, argnums)(*arrays),
         }
 
-    got = transformed(*args)
-    direct = fn(*args)
-    # The eager gradient of the sum is the per-row gradient: rows are independent.
-    direct_grad = grad(*args)
-    assert not any(np.isnan(np.asarray(g)).any() for g in direct_grad)
-    chex.assert_trees_all_close(
-        (got["jit"], got["vmap"], got["scan"]), (direct,) * 3, rtol=1e-6, atol=1e-7
-    )
-    # Gradients such as p (log p - log q - KL) cancel: a few ulps of their
-    # terms, fused differently under jit, are a larger part of the result.
-    chex.assert_trees_all_close(got["vmap_grad"], direct_grad, rtol=1e-5, atol=1e-6)
+    return jax.jit(run)
+
+
+def row_blocks(hessian, rows, size):
+    """The hessian of a sum over ``rows`` as [rows, a, b] blocks, and the rest of it;
+    ``size`` is that of the first argument."""
+    flat = hessian.reshape(rows, size // rows, rows, -1)
+    diagonal = np.arange(rows)
+    off = flat.copy()
+    off[diagonal, :, diagonal, :] = 0.0
+    return flat[diagonal, :, diagonal, :], off
+
+
+@pytest.mark.parametrize("case", params(TRANSFORMS, "transforms"))
+def test_transforms_match_eager(case, rng):
+    canonical = draw(case, rng)
+    args = tuple(jnp.asarray(a) for a in canonical)
+    option = () if case.option is None else (case.option,)
+    got = transformed(case.name, case.keywords, len(args))(args, option)
+    # Eagerly, op by op: the value, and the gradient of the sum (the per-row
+    # gradients: rows are independent).
+    direct = case(*args)
+    direct_grad = jax.grad(lambda *a: case(*a).sum(), argnums=tuple(range(len(args))))(*args)
+    # Values and gradients finite or infinite, never NaN: the edge rows reach zeros,
+    # -inf and +inf values. (Second derivatives need not exist at the edges.)
+    first_order = [got[k] for k in ("jit", "vmap", "scan", "vmap_grad", "jacfwd")]
+    for tree in (direct, direct_grad, first_order):
+        chex.assert_tree_all_finite(jax.tree.map(lambda x: jnp.where(jnp.isinf(x), 0, x), tree))
+    # A few ulps apart where the terms cancel (each is within the case's slack of
+    # float64), at most 1e-6 relative and 1e-7 absolute otherwise.
+    atol = np.maximum(1e-7, case.tolerance(canonical)[1])
+    for value in (got["jit"], got["vmap"], got["scan"]):
+        ref.assert_matches(value, direct, 1e-6, atol)
+    # Gradients such as p (log p - log q - KL) cancel: a few ulps of their terms,
+    # fused differently under jit, are a larger part of the result.
+    atol = np.maximum(1e-6, atol).reshape(atol.shape + (1,) * (args[0].ndim - atol.ndim))
+    for grads in (got["vmap_grad"], got["jacfwd"]):
+        for g, want in zip(grads, direct_grad):
+            ref.assert_matches(g, want, 1e-5, np.broadcast_to(atol, want.shape))
+    # The hessian of the sum: block-diagonal (rows are independent) where it has no NaN
+    # (a second derivative that does not exist at an edge; its NaN may spread across
+    # columns), and symmetric, to float32 rounding of terms such as 1/p, in the rows
+    # where it and the value are finite.
+    rows = len(direct) if direct.ndim == 1 else direct.size
+    scale = np.ones(rows)
+    for a, kind in zip(canonical, case.kinds):
+        if kind in "pj":
+            x = a.reshape(rows, -1).astype(np.float64)
+            scale = np.maximum(scale, np.max(1 / np.where(x > 0, x, 1.0), axis=-1))
+    for i, j in np.ndindex(len(args), len(args)):
+        blocks, off = row_blocks(np.asarray(got["hessian"][i][j]), rows, args[i].size)
+        transposed, _ = row_blocks(np.asarray(got["hessian"][j][i]), rows, args[j].size)
+        transposed = np.swapaxes(transposed, 1, 2)
+        ok = ~np.isnan(blocks).reshape(rows, -1).any(-1)
+        np.testing.assert_array_equal(off[ok][:, :, ok], 0.0)
+        finite = (np.isfinite(blocks) & np.isfinite(transposed)).reshape(rows, -1).all(-1)
+        finite &= np.isfinite(np.asarray(direct)).reshape(rows)
+        ref.assert_matches(
+            blocks[finite], transposed[finite], 1e-5, 1e-6 * scale[finite, None, None]
+        )
 
 
 # --------------------------------------------------------------------------- dtypes
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-@pytest.mark.parametrize("name", list(ALL))
-def test_16_bit_inputs_are_computed_in_float32(name, dtype, rng):
-    fn, _ = ALL[name]
-    args = tuple(jnp.asarray(a, dtype) for a in transform_args(name, rng))
-    value = fn(*args)
-    chex.assert_type(value, jnp.float32)
-    upcast = fn(*(a.astype(jnp.float32) for a in args))
-    chex.assert_trees_all_close(value, upcast, rtol=1e-6)
-    grads = jax.grad(lambda *a: fn(*a).sum(), argnums=tuple(range(len(args))))(*args)
-    chex.assert_type(grads, [dtype] * len(args))
-    # Mixed precision promotes to float32.
-    if len(args) == 2:
-        chex.assert_type(fn(args[0], args[1].astype(jnp.float32)), jnp.float32)
+def small_args(case, rng, dtype=np.float32):
+    """Four rows of the case's draw (edges and random rows), in ``dtype``."""
+    arrays = draw(case, rng)
+    rows = np.r_[0, 1, 2, len(arrays[0]) - 1]
+    return tuple(jnp.asarray(a[rows], dtype) for a in arrays)
 
 
-@pytest.mark.parametrize("name", list(ALL))
-def test_float32_and_float64_are_kept(name, rng):
-    fn, _ = ALL[name]
-    args = transform_args(name, rng)
-    chex.assert_type(fn(*args), jnp.float32)
+# The Shannon and binary measures; Rényi's, the generalised JS divergence's and the
+# joint tables' are in test_renyi.py, test_jensen.py and test_joint.py.
+DTYPES = [case for case in MEASURES if case.name in SHANNON_NAMES + BINARY_NAMES]
+
+
+@pytest.mark.parametrize("case", DTYPES, ids=ids(DTYPES))
+def test_16_bit_inputs_are_computed_in_float32(case, rng):
+    # Eagerly: the small operations compiled for one measure serve the others.
+    grad = jax.grad(lambda *a: case(*a).sum(), argnums=tuple(range(len(case.kinds))))
+    for dtype in (jnp.bfloat16, jnp.float16):
+        args = small_args(case, rng, dtype)
+        value = case(*args)
+        chex.assert_type(value, jnp.float32)
+        upcast = case(*(a.astype(jnp.float32) for a in args))
+        chex.assert_trees_all_close(value, upcast, rtol=1e-6)
+        chex.assert_type(grad(*args), [dtype] * len(args))
+        # Mixed precision promotes to float32.
+        if len(args) == 2:
+            chex.assert_type(case(args[0], args[1].astype(jnp.float32)), jnp.float32)
+
+
+@pytest.mark.parametrize("case", DTYPES, ids=ids(DTYPES))
+def test_float32_and_float64_are_kept(case, rng):
+    # The float64 values against float64 are test_measures.py's.
+    args = small_args(case, rng)
+    grad = jax.grad(lambda *a: case(*a).sum(), argnums=tuple(range(len(args))))
+    chex.assert_type([case(*args), *grad(*args)], [jnp.float32] * (1 + len(args)))
     with jax.enable_x64(True):
         args64 = tuple(jnp.asarray(a, jnp.float64) for a in args)
-        value = fn(*args64)
-        chex.assert_type(value, jnp.float64)
-        grads = jax.grad(lambda *a: fn(*a).sum(), argnums=tuple(range(len(args))))(*args64)
-        chex.assert_type(grads, [jnp.float64] * len(args))
-        # float64 really is computed in float64.
-        expected = reference(name, *args64)
-        np.testing.assert_allclose(np.asarray(value), expected, rtol=1e-12, atol=1e-15)
+        chex.assert_type([case(*args64), *grad(*args64)], [jnp.float64] * (1 + len(args)))
 
 
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if len(ALL[n][1]) == 2])
-def test_shapes_that_cannot_broadcast(name):
-    fn, (a, b) = ALL[name]
+TWO_ARRAYS = [case for case in MEASURES if len(case.kinds) == 2]
+CLASS_AXIS = [case for case in MEASURES if case.name in CLASS_AXIS_NAMES]
+
+
+def filled(case, shape, value=0.25):
+    """The case's arguments, each ``shape`` (a joint table gets one more axis)."""
+    return [jnp.full(shape + ((3,) if kind == "j" else ()), value) for kind in case.kinds]
+
+
+@pytest.mark.parametrize("case", TWO_ARRAYS, ids=ids(TWO_ARRAYS))
+def test_shapes_that_cannot_broadcast(case):
+    a, b = case.argument_names
     match = rf"{a} of shape \(2, 3\) and {b} of shape \(2, 4\)"
     with pytest.raises(ValueError, match=match):
-        fn(jnp.full((2, 3), 1 / 3), jnp.full((2, 4), 1 / 4))
+        case(jnp.full((2, 3), 1 / 3), jnp.full((2, 4), 1 / 4))
 
 
-@pytest.mark.parametrize("name", list(ALL))
-def test_integer_arrays_are_rejected_naming_the_argument(name):
-    fn, arg_names = ALL[name]
-    for position, arg_name in enumerate(arg_names):
-        args = [jnp.full((2, 3), 0.5) for _ in arg_names]
-        args[position] = jnp.ones((2, 3), jnp.int32)
+@pytest.mark.parametrize("case", MEASURES, ids=ids(MEASURES))
+def test_integer_arrays_are_rejected_naming_the_argument(case):
+    for position, arg_name in enumerate(case.argument_names):
+        args = filled(case, (2, 3), 0.5)
+        args[position] = args[position].astype(jnp.int32)
         with pytest.raises(TypeError, match=rf"^{arg_name} must be a floating-point array"):
-            fn(*args)
+            case(*args)
 
 
-@pytest.mark.parametrize("base", [0, -2.0, 1, 1.0, INF, NAN])
-@pytest.mark.parametrize("name", list(ALL))
-def test_bad_base(name, base):
-    fn, arg_names = ALL[name]
-    args = [jnp.full((3,), 1 / 3)] * len(arg_names)
-    with pytest.raises(ValueError, match="base must be positive"):
-        fn(*args, base=base)
+@pytest.mark.parametrize("case", MEASURES, ids=ids(MEASURES))
+def test_bad_base(case):
+    args = filled(case, (3,), 1 / 3)
+    for base in [0, -2.0, 1, 1.0, INF, NAN]:
+        with pytest.raises(ValueError, match="base must be positive"):
+            jax.eval_shape(lambda base=base: case(*args, base=base))  # raised while tracing
 
 
 def test_base_that_is_not_a_number():
@@ -130,41 +200,36 @@ def test_base_that_is_not_a_number():
         jax.jit(lambda b: jxent.kl_divergence(jnp.ones(2) / 2, jnp.ones(2) / 2, base=b))(2.0)
 
 
-@pytest.mark.parametrize("name", list(MEASURES))
-def test_bad_where_and_axis(name):
-    fn, arg_names = MEASURES[name]
-    args = [jnp.full((2, 4), 0.25)] * len(arg_names)
+@pytest.mark.parametrize("case", CLASS_AXIS, ids=ids(CLASS_AXIS))
+def test_bad_where_and_axis(case):
+    args = filled(case, (2, 4))
     with pytest.raises(ValueError, match=r"where of shape \(3,\) does not broadcast"):
-        fn(*args, where=jnp.ones(3, bool))
+        case(*args, where=jnp.ones(3, bool))
     with pytest.raises(ValueError, match=r"where of shape \(2, 2, 4\) does not broadcast"):
-        fn(*args, where=jnp.ones((2, 2, 4), bool))
+        case(*args, where=jnp.ones((2, 2, 4), bool))
     with pytest.raises(TypeError, match="where must be a boolean array"):
-        fn(*args, where=jnp.ones(4, jnp.int32))
+        case(*args, where=jnp.ones(4, jnp.int32))
     with pytest.raises(TypeError, match="where must be a boolean array"):
-        fn(*args, where=jnp.ones(4))
+        case(*args, where=jnp.ones(4))
     with pytest.raises(ValueError, match="axis=2 is out of range"):
-        fn(*args, axis=2)
+        case(*args, axis=2)
     with pytest.raises(ValueError, match="axis"):
-        fn(*args, axis=(1, -1))
+        case(*args, axis=(1, -1))
     with pytest.raises(TypeError, match="axis"):
-        fn(*args, axis=(0.5,))
+        case(*args, axis=(0.5,))
 
 
-@pytest.mark.parametrize("name", list(ALL))
-def test_nan_inputs_propagate(name, rng):
-    fn, arg_names = ALL[name]
-    clean = transform_args(name, rng)
-    expected = np.asarray(fn(*clean))
-    for position in range(len(arg_names)):
+@pytest.mark.parametrize("case", MEASURES, ids=ids(MEASURES))
+def test_nan_inputs_propagate(case, rng):
+    clean = small_args(case, rng)
+    expected = np.asarray(case.jit(*clean))
+    for position in range(len(clean)):
         args = [np.array(a) for a in clean]
-        args[position][0, 1] = NAN
-        got = np.array(fn(*args))
-        if name in BINARY:
-            assert np.isnan(got[0, 1])
-            got[0, 1] = expected[0, 1]
-        else:
-            assert np.isnan(got[0])
-            got[0] = expected[0]
+        args[position][(0, 1) + (0,) * (args[position].ndim - 2)] = NAN
+        got = np.array(case.jit(*args))
+        first = (0, 1) if case.kinds in ("b", "bb") else (0,)
+        assert np.isnan(got[first])
+        got[first] = expected[first]
         np.testing.assert_array_equal(got, expected)
 
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import checkify
+from measure_cases import BY_NAME, CLASS_AXIS_NAMES, MEASURES, ids
 
 import jxent
 
@@ -60,93 +61,57 @@ def test_option_of_the_wrong_type_raises_type_error():
 
 # --------------------------------------------------------------------------- shapes
 
-# name -> (function of the arrays, arguments of a batch of `n` rows of `k` classes)
-FUNCTIONS = {
-    "entropy": (jxent.entropy, 1),
-    "cross_entropy": (jxent.cross_entropy, 2),
-    "kl_divergence": (jxent.kl_divergence, 2),
-    "js_divergence": (jxent.js_divergence, 2),
-    "entropy_from_logits": (jxent.entropy_from_logits, 1),
-    "cross_entropy_from_logits": (jxent.cross_entropy_from_logits, 2),
-    "kl_divergence_from_logits": (jxent.kl_divergence_from_logits, 2),
-    "renyi_entropy": (lambda p, **kw: jxent.renyi_entropy(p, 2.0, **kw), 1),
-    "renyi_divergence": (lambda p, q, **kw: jxent.renyi_divergence(p, q, 0.5, **kw), 2),
-    "renyi_entropy_from_logits": (lambda z, **kw: jxent.renyi_entropy_from_logits(z, 3.0, **kw), 1),
-    "renyi_divergence_from_logits": (
-        lambda a, b, **kw: jxent.renyi_divergence_from_logits(a, b, 2.0, **kw),
-        2,
-    ),
-    "generalized_js_divergence": (
-        lambda p, q, **kw: jxent.generalized_js_divergence(p, q, 0.3, **kw),
-        2,
-    ),
-    "generalized_js_divergence_from_logits": (
-        lambda a, b, **kw: jxent.generalized_js_divergence_from_logits(a, b, 0.3, **kw),
-        2,
-    ),
-}
-JOINT = {
-    "mutual_information": jxent.mutual_information,
-    "conditional_entropy": jxent.conditional_entropy,
-}
-BINARY = {
-    "binary_entropy": (jxent.binary_entropy, 1),
-    "binary_cross_entropy": (jxent.binary_cross_entropy, 2),
-    "binary_kl_divergence": (jxent.binary_kl_divergence, 2),
-}
+# One case per public function (measure_cases.MEASURES).
+CLASS_AXIS = [BY_NAME[name] for name in CLASS_AXIS_NAMES]
 
 
-def _value_grad_and_check(fn, args):
-    value = fn(*args)
-    grads = jax.grad(lambda *a: fn(*a).sum(), argnums=tuple(range(len(args))))(*args)
-    error, _ = jax.jit(jxent.checked(fn))(*args)
-    return value, grads, error
-
-
-@pytest.mark.parametrize("name", [*FUNCTIONS, *JOINT, *BINARY])
-def test_empty_batches_give_empty_results(name):
-    if name in JOINT:
-        fn, args, shape = JOINT[name], (jnp.zeros((0, 3, 4)),), (0,)
-    elif name in BINARY:
-        fn, count = BINARY[name]
-        args, shape = (jnp.zeros((0, 5)),) * count, (0, 5)
+@pytest.mark.parametrize("case", MEASURES, ids=ids(MEASURES))
+def test_empty_batches_give_empty_results(case):
+    if case.kinds == "j":
+        args, shape = (jnp.zeros((0, 3, 4)),), (0,)
+    elif case.kinds in ("b", "bb"):
+        args, shape = (jnp.zeros((0, 5)),) * len(case.kinds), (0, 5)
     else:
-        fn, count = FUNCTIONS[name]
-        args, shape = (jnp.zeros((0, 3)),) * count, (0,)
-    value, grads, error = _value_grad_and_check(fn, args)
+        args, shape = (jnp.zeros((0, 3)),) * len(case.kinds), (0,)
+    argnums = tuple(range(len(args)))
+    # In one jitted function: the value, the gradient and the validation mode.
+    value, grads, (error, _) = jax.jit(
+        lambda *a: (
+            case(*a),
+            jax.grad(lambda *b: case(*b).sum(), argnums)(*a),
+            jxent.checked(case)(*a),
+        )
+    )(*args)
     chex.assert_shape(value, shape)
     chex.assert_shape(grads, [a.shape for a in args])
     assert error.get() is None
     # A batch of batches, one of them empty, and the classes on another axis.
-    if name not in JOINT and name not in BINARY:
-        fn, count = FUNCTIONS[name]
-        chex.assert_shape(fn(*(jnp.zeros((2, 0, 3)),) * count), (2, 0))
-        chex.assert_shape(fn(*(jnp.zeros((3, 0)),) * count, axis=0), (0,))
+    if case.name in CLASS_AXIS_NAMES:
+        chex.assert_shape(case(*(jnp.zeros((2, 0, 3)),) * len(args)), (2, 0))
+        chex.assert_shape(case(*(jnp.zeros((3, 0)),) * len(args), axis=0), (0,))
 
 
-@pytest.mark.parametrize("name", list(FUNCTIONS))
-def test_an_empty_class_axis_raises_naming_the_argument(name):
-    fn, count = FUNCTIONS[name]
+@pytest.mark.parametrize("case", CLASS_AXIS, ids=ids(CLASS_AXIS))
+def test_an_empty_class_axis_raises_naming_the_argument(case):
     for shape, axis in [((4, 0), -1), ((0, 5), 0), ((2, 0, 5), (1, 2))]:
         with pytest.raises(ValueError, match=r"(probs|p|logits|q_logits|p_logits)\b.* no classes"):
-            fn(*(jnp.zeros(shape),) * count, axis=axis)
+            case(*(jnp.zeros(shape),) * len(case.kinds), axis=axis)
 
 
 def test_an_empty_joint_table_raises_naming_it():
-    for fn in JOINT.values():
+    for fn in (jxent.mutual_information, jxent.conditional_entropy):
         for shape in [(2, 0, 3), (2, 3, 0)]:
             with pytest.raises(ValueError, match=r"^joint of shape .* no classes along axes"):
                 fn(jnp.zeros(shape))
 
 
-@pytest.mark.parametrize("name", list(FUNCTIONS))
-def test_an_axis_that_is_not_an_int_raises_type_error_naming_it(name):
-    fn, count = FUNCTIONS[name]
-    args = (jnp.full((2, 3), 1 / 3),) * count
+@pytest.mark.parametrize("case", CLASS_AXIS, ids=ids(CLASS_AXIS))
+def test_an_axis_that_is_not_an_int_raises_type_error_naming_it(case):
+    args = (jnp.full((2, 3), 1 / 3),) * len(case.kinds)
     for axis in [1.0, "1", True, None, jnp.array(1), (0, 1.0), (True,)]:
         with pytest.raises(TypeError, match=r"^axis must be an int or a tuple of ints"):
-            fn(*args, axis=axis)
-    chex.assert_shape(fn(*args, axis=[1]), (2,))  # a list works like a tuple
+            case(*args, axis=axis)
+    chex.assert_shape(case(*args, axis=[1]), (2,))  # a list works like a tuple
 
 
 def test_joint_axes_and_given_that_are_not_ints_raise_type_error_naming_them():

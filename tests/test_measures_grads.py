@@ -1,6 +1,11 @@
-"""Derivatives of the measures: check_grads at interior points, closed forms
-and the absence of NaN at the edges (zeros, -inf logits, masked rows, one-hot P).
+"""Derivatives of the measures: check_grads orders 1 and 2 (forward and reverse mode, in
+float64) for every case of the table that asks (measure_cases.CASES: Shannon, binary,
+Rényi and generalised JS in their arrays and their option, MI, conditional entropy),
+closed forms, and the absence of NaN at the edges (zeros, -inf logits, masked rows,
+one-hot P). The Jensen–Shannon family's closed forms are in test_jensen.py.
 """
+
+import functools
 
 import chex
 import jax
@@ -8,94 +13,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from measure_cases import (
+    BY_NAME,
+    CASES,
+    all_derivatives,
+    assert_all_modes,
+    assert_no_nan,
+    derivatives,
+    hessian_blocks,
+    interior,
+    pairs_with_edges,
+)
 
 import jxent
 
 INF = np.inf
 NAN = np.nan
-LOG2 = np.log(2.0)
-
-MEASURES = {
-    "entropy": jxent.entropy,
-    "cross_entropy": jxent.cross_entropy,
-    "kl_divergence": jxent.kl_divergence,
-    "js_divergence": jxent.js_divergence,
-    "entropy_from_logits": jxent.entropy_from_logits,
-    "cross_entropy_from_logits": jxent.cross_entropy_from_logits,
-    "kl_divergence_from_logits": jxent.kl_divergence_from_logits,
-    "binary_entropy": jxent.binary_entropy,
-    "binary_cross_entropy": jxent.binary_cross_entropy,
-    "binary_kl_divergence": jxent.binary_kl_divergence,
-}
-KINDS = {  # p: probabilities, z: logits, b: elementwise binary probabilities
-    "entropy": "p",
-    "cross_entropy": "pp",
-    "kl_divergence": "pp",
-    "js_divergence": "pp",
-    "entropy_from_logits": "z",
-    "cross_entropy_from_logits": "pz",
-    "kl_divergence_from_logits": "zz",
-    "binary_entropy": "b",
-    "binary_cross_entropy": "bb",
-    "binary_kl_divergence": "bb",
-}
+GRADS = [case for case in CASES if case.grads]
 
 
 def f64(x):
     return np.asarray(x, np.float64)
-
-
-_LAST = {}  # the derivatives of the latest (fn, args)
-
-
-def all_derivatives(fn, args, with_hessian=False):
-    """grad, jacfwd, jacrev (for every argument), and the hessian if asked,
-    of the summed ``fn``.
-
-    All in one jitted function: one compilation instead of one per operation
-    and per transform (jit versus eager is checked in test_measures.py).
-    """
-    key = (fn, tuple((a.dtype.str, a.shape, a.tobytes()) for a in map(np.asarray, args)))
-    if _LAST.get("key") != key or (with_hessian and "hessian" not in _LAST["value"]):
-        summed = lambda *a: jnp.sum(fn(*a))  # noqa: E731
-        argnums = tuple(range(len(args)))
-
-        def compute(*a):
-            value = {
-                "grad": jax.grad(summed, argnums)(*a),
-                "jacfwd": jax.jacfwd(summed, argnums)(*a),
-                "jacrev": jax.jacrev(summed, argnums)(*a),
-            }
-            if with_hessian:
-                value["hessian"] = jax.hessian(summed, argnums)(*a)
-            return value
-
-        _LAST.update(key=key, value=jax.jit(compute)(*args))
-    return _LAST["value"]
-
-
-def derivatives(fn, args, argnum):
-    """The gradient with respect to ``args[argnum]`` by grad, jacfwd and jacrev."""
-    value = all_derivatives(fn, args)
-    return {mode: value[mode][argnum] for mode in ("grad", "jacfwd", "jacrev")}
-
-
-def assert_all_modes(fn, args, argnum, expected, rtol=1e-6, atol=0.0):
-    expected = f64(expected)
-    for mode, got in derivatives(fn, args, argnum).items():
-        try:
-            np.testing.assert_allclose(f64(got), expected, rtol=rtol, atol=atol)
-        except AssertionError as error:
-            raise AssertionError(f"{mode} wrt argument {argnum}: {error}") from None
-
-
-def hessian_blocks(fn, args):
-    return all_derivatives(fn, args, with_hessian=True)["hessian"]
-
-
-def assert_no_nan(tree):
-    for leaf in jax.tree_util.tree_leaves(tree):
-        assert not np.isnan(np.asarray(leaf)).any(), leaf
 
 
 def random_point(kind, rng, shape, interior):
@@ -118,12 +56,54 @@ def random_point(kind, rng, shape, interior):
 # --------------------------------------------------------------------------- check_grads
 
 
-@pytest.mark.parametrize("name", list(MEASURES))
-def test_check_grads_order_two_float64(name, x64, rng):
-    args = [jnp.asarray(random_point(k, rng, (2, 4), True)) for k in KINDS[name]]
+def _grads_groups():
+    """The cases that take check_grads, those of one family with the same option
+    together (Rényi's entropy and divergence at one α, the generalised JS divergence of
+    probabilities and of logits at one β, the joint tables' measures)."""
+    groups = {}
+    for case in GRADS:
+        key = (case.family or case.name, case.option, case.grads_order, case.d_option)
+        groups.setdefault(key, []).append(case)
+    return [pytest.param(cases, id="+".join(c.id for c in cases)) for cases in groups.values()]
+
+
+@functools.cache
+def _together(members, d_option):
+    """The measures ``members`` ((name, keywords, number of arrays), ...) as one jitted
+    function of all their arrays, then the option: compiled once for every option."""
+
+    def fn(*args):
+        arrays, option = (args[:-1], args[-1:]) if d_option else (args, ())
+        values, start = [], 0
+        for name, keywords, count in members:
+            measure = getattr(jxent, name)
+            values.append(measure(*arrays[start : start + count], *option, **dict(keywords)))
+            start += count
+        return values
+
+    return jax.jit(fn)
+
+
+@pytest.mark.parametrize("cases", _grads_groups())
+def test_check_grads_orders_one_and_two_float64(cases, x64, rng):
+    # Interior points (probabilities >= ~0.05, off the simplex too: the measures are
+    # defined and smooth there), so that central differences are reliable. The option
+    # (α, β) is differentiated too, except at the edge of its domain.
+    case = cases[0]
+    args = [jnp.asarray(a) for c in cases for a in interior(c, rng)]
     assert all(a.dtype == jnp.float64 for a in args)
-    # eps = 1e-5: central differences of 1/p-like second derivatives need it.
-    check_grads(MEASURES[name], args, order=2, modes=("fwd", "rev"), eps=1e-5)
+    members = tuple((c.name, c.keywords, len(c.kinds)) for c in cases)
+    if case.d_option:
+        fn = _together(members, True)
+        args.append(jnp.float64(case.option))
+    elif case.option is not None:
+        fn = lambda *a: _together(members, True)(*a, case.option)  # noqa: E731
+    elif len(cases) == 1:  # eagerly: the small operations compiled for one serve the next
+        fn = case
+    else:
+        fn = _together(members, False)
+    # eps = 1e-6: central differences of 1/p-like second derivatives need it.
+    check_grads(fn, args, order=case.grads_order, modes=("fwd", "rev"), eps=1e-6)
 
 
 # --------------------------------------------------------------------------- probabilities
@@ -154,15 +134,6 @@ def test_cross_entropy_gradients_at_zeros():
     for jac in (jax.jacfwd, jax.jacrev):
         np.testing.assert_array_equal(np.asarray(jac(jxent.cross_entropy)(p, q)), [0, INF])
         np.testing.assert_array_equal(np.asarray(jac(jxent.cross_entropy, 1)(p, q)), [-1, 0])
-
-
-def pairs_with_edges(rng, n=9):
-    """p, q with every combination of zeros: (0, 0), (0, >0), (>0, 0), (>0, >0)."""
-    p = rng.uniform(0.05, 0.5, n)
-    q = rng.uniform(0.05, 0.5, n)
-    p[:4] = [0.0, 0.0, 0.3, 0.2]
-    q[:4] = [0.0, 0.25, 0.0, 0.1]
-    return p, q
 
 
 def test_cross_entropy_derivatives_match_closed_form(x64, rng):
@@ -205,37 +176,6 @@ def test_kl_gradient_at_p_equal_q_equal_zero_is_plus_inf():
         np.testing.assert_array_equal(np.asarray(got), [INF, 0.0], err_msg=mode)
     for mode, got in derivatives(jxent.kl_divergence, (p, q), 1).items():
         np.testing.assert_array_equal(np.asarray(got), [1.0, 0.0], err_msg=mode)
-
-
-def test_js_derivatives_match_closed_form(x64, rng):
-    p, q = pairs_with_edges(rng)
-    m = 0.5 * (p + q)
-    args = (jnp.asarray(p), jnp.asarray(q))
-    blocks = hessian_blocks(jxent.js_divergence, args)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d_p, d_q = 0.5 * np.log(p / m), 0.5 * np.log(q / m)
-        d_p[0] = d_q[0] = 0.5 * LOG2  # convention at p = q = 0 (JS is homogeneous)
-        assert_all_modes(jxent.js_divergence, args, 0, d_p, rtol=1e-12)
-        assert_all_modes(jxent.js_divergence, args, 1, d_q, rtol=1e-12)
-        expected = [
-            np.diag(0.5 / p - 0.25 / m),
-            np.diag(-0.25 / m),
-            np.diag(-0.25 / m),
-            np.diag(0.5 / q - 0.25 / m),
-        ]
-    keep = np.arange(1, 9)
-    for got, want in zip((*blocks[0], *blocks[1]), expected):
-        assert_no_nan(got)
-        np.testing.assert_allclose(
-            f64(got)[1:, 1:], want[np.ix_(keep, keep)], rtol=1e-10, atol=1e-12
-        )
-
-
-def test_js_gradient_at_p_equal_q_equal_zero_is_half_log_two():
-    p = q = jnp.array([0.0, 1.0])
-    for argnum in (0, 1):
-        for mode, got in derivatives(jxent.js_divergence, (p, q), argnum).items():
-            np.testing.assert_allclose(np.asarray(got), [0.5 * LOG2, 0.0], err_msg=mode)
 
 
 # --------------------------------------------------------------------------- logits
@@ -341,11 +281,15 @@ def test_one_hot_p(rng):
         np.testing.assert_allclose(np.asarray(got), q - one_hot, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", list(MEASURES)[:7])
+SHANNON = ["entropy", "cross_entropy", "kl_divergence", "js_divergence"]
+SHANNON += ["entropy_from_logits", "cross_entropy_from_logits", "kl_divergence_from_logits"]
+
+
+@pytest.mark.parametrize("name", SHANNON)
 def test_all_masked_rows_are_empty(name, rng):
-    fn = MEASURES[name]
+    fn = BY_NAME[name].fn
     garbage = jnp.asarray(rng.normal(size=(2, 5)), jnp.float32).at[0, 1].set(NAN)
-    args = (garbage,) * len(KINDS[name])
+    args = (garbage,) * len(BY_NAME[name].kinds)
     where = jnp.zeros((2, 5), bool).at[1].set(True)
     masked = lambda *a: fn(*a, where=where)[0]  # noqa: E731
     assert masked(*args) == 0.0
@@ -440,7 +384,7 @@ EDGES = [
     ("name", "args"), EDGES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(EDGES)]
 )
 def test_no_nan_at_the_edges(name, args):
-    fn = MEASURES[name]
+    fn = BY_NAME[name].fn
     args = tuple(jnp.asarray(a, jnp.float32) for a in args)
     value = fn(*args)
     assert_no_nan(value)
