@@ -34,9 +34,11 @@ def test_concrete_option_outside_its_domain_raises_naming_it(fn, args, name, bad
     # One bad entry in an array of per-row options is enough.
     with pytest.raises(ValueError, match=rf"^{name} must be"):
         fn(*args, jnp.array([0.5, bad[0]]))
-    # The edges of the domain are in it.
-    edges = [0.0, INF] if name == "alpha" else [0.0, 1.0]
-    chex.assert_tree_all_finite(fn(*args, jnp.array(edges)))
+    # The edges of the domain are in it: no error while tracing with them concrete,
+    # and finite values (under jit, as the traced test's, which shares its compilation).
+    edges = jnp.array([0.0, INF] if name == "alpha" else [0.0, 1.0])
+    jax.eval_shape(lambda: fn(*args, edges))
+    chex.assert_tree_all_finite(jax.jit(fn)(*args, edges))
 
 
 @pytest.mark.parametrize(("fn", "args", "name", "bad"), OPTIONS)
