@@ -7,7 +7,6 @@ sweeps: per-token losses recompute blocks of logits in the backward
 need the logits this loss exists not to store.
 """
 
-import math
 from typing import Literal
 
 import jax
@@ -28,41 +27,6 @@ from ._fused_reduced import reduced_cross_entropy, reduction_divisor
 from ._integer import smoothing_and_z_loss
 
 Reduction = Literal["none", "sum", "mean"]
-
-# Default tiles, from measurements (XLA's temporaries at 8192 tokens, D = 2048,
-# V = 131072, float32; CPU times at 4096 tokens, D = 512, V = 32768):
-# - per-token: a tile of 2**23 float32 logits (32 MiB, 8192 tokens × 1024
-#   columns) keeps value-and-grad at 104 MiB; blocks of 512 to 4096 columns
-#   ran within 7% of each other on CPU.
-# - reduced: a tile of full vocabulary rows holding at most 2**27 float32
-#   logits (512 MiB; 1024 rows at V = 131072) adds 529 MiB to the 4·D·V-byte
-#   d_weight accumulator, within 640. Every tile reads and writes that
-#   accumulator, so fewer, taller tiles are faster (a prototype of this sweep
-#   on an H200 at the Llama-3 head, issue 11: 512 rows 56 ms, 1024 rows 46 ms,
-#   2048 rows 43 ms); on CPU 1024 and
-#   2048 rows were within 6% and 4096 rows slower, hence the cap.
-_DEFAULT_BLOCK_SIZE = 1024
-_PER_TOKEN_TILE = 2**23
-_REDUCED_TILE = 2**27
-_REDUCED_MAX_ROWS = 2048
-
-
-def _power_of_two_at_most(x: float) -> int:
-    return 2 ** max(0, math.floor(math.log2(max(x, 1))))
-
-
-def _default_tiles(
-    tokens: int, local_vocab: int, reduced: bool, block_size: int | None, token_block: int | None
-) -> tuple[int, int]:
-    """(vocabulary block, token tile) for the given shapes, explicit choices kept."""
-    block = min(block_size or _DEFAULT_BLOCK_SIZE, max(local_vocab, 1))
-    if token_block is None:
-        if reduced:
-            rows = _power_of_two_at_most(_REDUCED_TILE / max(local_vocab, 1))
-            token_block = min(rows, _REDUCED_MAX_ROWS)
-        else:
-            token_block = _power_of_two_at_most(_PER_TOKEN_TILE / block)
-    return block, max(1, min(token_block, tokens))
 
 
 def _checked_arguments(hidden, weight, labels, bias, *, reduction):
@@ -136,18 +100,12 @@ def fused_cross_entropy(
     reduced = reduction != "none"
     # The one-sweep reduced path needs whole vocabulary rows on one device.
     one_sweep = reduced and axis_name is None
-    block, token_block = _default_tiles(
-        labels.size,
-        weight.shape[1],
-        one_sweep,
-        _positive_or_none(block_size, "block_size"),
-        _positive_or_none(token_block_size, "token_block_size"),
-    )
     options = LinearCrossEntropyOptions(
         ignore_index=check_ignore_index(ignore_index),
-        block_size=block,
-        token_block_size=token_block,
+        block_size=_positive_or_none(block_size, "block_size"),
+        token_block_size=_positive_or_none(token_block_size, "token_block_size"),
         axis_name=axis_name,
+        skips_tokens=where is not None or ignore_index is not None,
     )
     if _validation.enabled():
         checked = labels if counted is None else jnp.where(counted, labels, 0)

@@ -25,6 +25,7 @@ from .._collectives import (
 from ._fused_kernels import (
     Hyperparameters,
     LinearCrossEntropyOptions,
+    TokenStatus,
     accumulation_dtype,
     as_bits,
     combine_loss,
@@ -37,8 +38,11 @@ from ._fused_kernels import (
     take,
     tile_logit_gradient,
     tile_logits,
+    tiles,
     token_status,
+    zero_skipped,
 )
+from ._fused_partition import Layout, like, run_sharded
 
 
 def _vocabulary_sweep(
@@ -115,34 +119,93 @@ def per_token_forward(
     return loss, finite_peak + log_total, status
 
 
+def _forward_body(layout: Layout, options: LinearCrossEntropyOptions, *operands):
+    """Per-shard forward: ``(loss, lse, skipped, invalid)`` per token of this block."""
+    hidden, weight, bias, labels, counted, *hyper = operands
+    options = block_options(layout, options, hidden, weight, reduced=False)
+    loss, lse, status = per_token_forward(
+        hidden, weight, bias, labels, counted, Hyperparameters(*hyper), options
+    )
+    return loss, lse, *status
+
+
+FORWARD_ROLES = ("nd", "dv", "v", "n", "n", "", "", "")
+_FORWARD_OUT_ROLES = ("n", "n", "n", "n")
+
+
+def block_options(
+    layout: Layout, options: LinearCrossEntropyOptions, hidden, weight, *, reduced: bool
+) -> LinearCrossEntropyOptions:
+    """The options of one device's block: its vocabulary axes and its tiles."""
+    if layout.vocab:
+        options = options._replace(axis_name=layout.vocab_axis_name)
+    return tiles(options, hidden.shape[0], weight.shape[1], reduced)
+
+
+def sharded_forward(hidden, weight, bias, labels, counted, hyper, options):
+    """:func:`per_token_forward` on every device's block (see ``_fused_partition``)."""
+    loss, lse, skipped, invalid = run_sharded(
+        _forward_body,
+        options,
+        (hidden, weight, bias, labels, counted, *hyper),
+        FORWARD_ROLES,
+        _FORWARD_OUT_ROLES,
+    )
+    return loss, lse, TokenStatus(skipped, invalid)
+
+
 def _per_token_losses(hidden, weight, bias, labels, counted, hyper, options) -> jax.Array:
     """Losses ``[N]`` of ``hidden[N, D] @ weight[D, V] + bias``, masked by ``counted``.
 
     ``hyper`` is not differentiated (its cotangent is 0).
     """
-    return per_token_forward(hidden, weight, bias, labels, counted, hyper, options)[0]
+    return sharded_forward(hidden, weight, bias, labels, counted, hyper, options)[0]
 
 
 def _per_token_fwd(hidden, weight, bias, labels, counted, hyper, options):
-    loss, lse, status = per_token_forward(hidden, weight, bias, labels, counted, hyper, options)
+    loss, lse, status = sharded_forward(hidden, weight, bias, labels, counted, hyper, options)
     return loss, (hidden, weight, bias, labels, lse, status, hyper)
 
 
-def _per_token_bwd(options: LinearCrossEntropyOptions, residuals, d_loss):
-    hidden, weight, bias, labels, lse, status, hyper = residuals
+def per_token_backward(
+    layout: Layout,
+    options: LinearCrossEntropyOptions,
+    hidden,
+    weight,
+    bias,
+    labels,
+    lse,
+    status: TokenStatus,
+    hyper: Hyperparameters,
+    d_loss,
+):
+    """``(d_hidden, d_weight, d_bias)`` of this block for per-token cotangents ``d_loss``.
+
+    In a partitioned layout the block's gradients are summed here over the
+    devices that share an input: ``d_hidden`` over the vocabulary shards,
+    ``d_weight`` and ``d_bias`` over the token shards (once, after the sweep).
+    """
+    user_axis = options.axis_name
+    options = block_options(layout, options, hidden, weight, reduced=False)
     local_vocab, axis_name = weight.shape[1], options.axis_name
     offset = first_class(local_vocab, axis_name)
     dtype = accumulation_dtype(hidden, weight)
     operand = matmul_dtype(hidden, weight)
-    if untracked_shards(weight, axis_name):
+    if untracked_shards(weight, user_axis):
         # Under shard_map(check_vma=False) each device gets 1/n of a replicated
         # loss's cotangent, and shard_map sums the cotangents of replicated
         # inputs itself. The loss is a psum over the shards: its transpose, a
         # psum of the cotangent, makes it whole again.
-        d_loss = jax.lax.psum(d_loss, axis_name)
+        d_loss = jax.lax.psum(d_loss, user_axis)
     cotangent = per_token_cotangent(d_loss, status, dtype)
-    scales = loss_scales(cotangent, lse, total_classes(local_vocab, axis_name), hyper)
     sources = (hidden, weight, bias, labels, lse, d_loss, *status)
+    # A skipped token is never read (its hidden state may be NaN: padding): a
+    # zero row in its tile, and an infinite log-normaliser that makes its
+    # probabilities 0.
+    scales = loss_scales(
+        cotangent, jnp.where(status.skipped, 0, lse), total_classes(local_vocab, axis_name), hyper
+    )
+    lse = jnp.where(status.skipped, jnp.inf, lse)
 
     def vocab_block(start, width, carry):
         d_hidden, d_weight, d_bias = carry
@@ -153,6 +216,7 @@ def _per_token_bwd(options: LinearCrossEntropyOptions, residuals, d_loss):
         def token_tile(t_start, size, inner):
             d_hidden, d_w, d_b = inner
             h = take(hidden, t_start, size, 0)
+            h = zero_skipped(h, take(status.skipped, t_start, size, 0), options)
             logits = tile_logits(h, w, b, hyper.softcap)
             is_label = columns[None, :] == take(labels, t_start, size, 0)[:, None]
             tile_scales = type(scales)(*(take(s, t_start, size, 0) for s in scales))
@@ -193,11 +257,44 @@ def _per_token_bwd(options: LinearCrossEntropyOptions, residuals, d_loss):
     d_weight = from_bits(d_weight, weight.dtype)
     # An input shared by several devices (hidden across the vocabulary shards,
     # the weight across data shards) gets the sum of their contributions.
-    d_hidden = sum_over_sharers(d_hidden, hidden)
-    d_weight = sum_over_sharers(d_weight, weight)
-    d_bias = None if d_bias is None or bias is None else sum_over_sharers(d_bias, bias)
+    d_hidden = all_sum(sum_over_sharers(d_hidden, hidden), layout.vocab or None)
+    d_weight = layout.sum_weight_gradient(sum_over_sharers(d_weight, weight))
+    if d_bias is not None and bias is not None:
+        d_bias = all_sum(sum_over_sharers(d_bias, bias), layout.tokens or None)
+    return d_hidden.astype(hidden.dtype), d_weight, d_bias
+
+
+def _backward_body(layout: Layout, options: LinearCrossEntropyOptions, *operands):
+    hidden, weight, bias, labels, lse, skipped, invalid, d_loss, *hyper = operands
+    gradients = per_token_backward(
+        layout,
+        options,
+        hidden,
+        weight,
+        bias,
+        labels,
+        lse,
+        TokenStatus(skipped, invalid),
+        Hyperparameters(*hyper),
+        d_loss,
+    )
+    return tuple(g for g in gradients if g is not None)
+
+
+def _per_token_bwd(options: LinearCrossEntropyOptions, residuals, d_loss):
+    hidden, weight, bias, labels, lse, status, hyper = residuals
+    gradients = run_sharded(
+        _backward_body,
+        options,
+        (hidden, weight, bias, labels, lse, *status, d_loss, *hyper),
+        ("nd", "dv", "v", "n", "n", "n", "n", "n", "", "", ""),
+        ("nd", "rv") if bias is None else ("nd", "rv", "v"),
+    )
+    d_hidden, d_weight, *rest = gradients
+    d_bias = rest[0] if rest else None
     d_hyper = jax.tree.map(jnp.zeros_like, hyper)
-    return d_hidden.astype(hidden.dtype), d_weight, d_bias, None, None, d_hyper
+    d_bias = None if d_bias is None or bias is None else like(d_bias, bias)
+    return like(d_hidden, hidden), like(d_weight, weight), d_bias, None, None, d_hyper
 
 
 # Applied as a call rather than a decorator so that type checkers see the Array it returns.

@@ -12,7 +12,7 @@ cotangent. Without differentiation the per-token forward (2·N·D·V) runs.
 import jax
 import jax.numpy as jnp
 
-from .._collectives import sum_over_sharers, varying_like
+from .._collectives import all_sum, sum_over_sharers, varying_like
 from ._fused_kernels import (
     Hyperparameters,
     LinearCrossEntropyOptions,
@@ -28,8 +28,16 @@ from ._fused_kernels import (
     tile_logit_gradient,
     tile_logits,
     token_status,
+    zero_skipped,
 )
-from ._fused_per_token import per_token_forward
+from ._fused_partition import Layout, like, run_sharded
+from ._fused_per_token import (
+    FORWARD_ROLES,
+    block_options,
+    per_token_backward,
+    per_token_forward,
+    sharded_forward,
+)
 
 
 def reduction_divisor(status: TokenStatus, mean: bool, dtype) -> jax.Array:
@@ -45,34 +53,24 @@ def _reduced_loss(hidden, weight, bias, labels, counted, hyper, options, mean) -
 
     ``hyper`` is not differentiated (its cotangent is 0).
     """
-    losses = per_token_forward(hidden, weight, bias, labels, counted, hyper, options)[0]
-    status = token_status(labels, counted, weight.shape[1], options)
+    losses, _, status = sharded_forward(hidden, weight, bias, labels, counted, hyper, options)
     return jnp.sum(losses) / reduction_divisor(status, mean, losses.dtype)
 
 
-def _reduced_fwd(
-    hidden,
-    weight,
-    bias,
-    labels,
-    counted,
-    hyper: Hyperparameters,
-    options: LinearCrossEntropyOptions,
-    mean,
-):
+def _one_sweep(hidden, weight, bias, labels, status, token_weight, hyper, options):
+    """(Σ loss, d_hidden, d_weight, d_bias) of this block in one sweep over token tiles
+    holding full vocabulary rows."""
     dtype = accumulation_dtype(hidden, weight)
     operand = matmul_dtype(hidden, weight)
     vocab = weight.shape[1]
-    status = token_status(labels, counted, vocab, options)
-    divisor = reduction_divisor(status, mean, dtype)
-    token_weight = jnp.broadcast_to(1 / divisor, labels.shape)
     columns = jnp.arange(vocab)
 
     def token_tile(start, size, carry):
         loss_sum, d_hidden, d_weight, d_bias = carry
-        h = take(hidden, start, size, 0)
-        y = take(labels, start, size, 0)
         tile_status = type(status)(*(take(s, start, size, 0) for s in status))
+        # A skipped token is never read: its hidden state may be NaN (padding).
+        h = zero_skipped(take(hidden, start, size, 0), tile_status.skipped, options)
+        y = take(labels, start, size, 0)
         logits = tile_logits(h, weight, bias, hyper.softcap)
         peak = jnp.max(logits, axis=1)
         empty = peak == -jnp.inf
@@ -109,11 +107,76 @@ def _reduced_fwd(
         varying_like(jnp.zeros(weight.shape, dtype), *sources),
         None if bias is None else varying_like(jnp.zeros(bias.shape, dtype), *sources),
     )
-    loss_sum, d_hidden, d_weight, d_bias = for_each_slice(
-        hidden.shape[0], options.token_block_size, token_tile, init
+    return for_each_slice(hidden.shape[0], options.token_block_size, token_tile, init)
+
+
+def _reduced_body(layout: Layout, static, *operands):
+    """Per-shard loss and gradients of the sum or mean, summed over the token shards.
+
+    With whole vocabulary rows on the device, one sweep; with a vocabulary split,
+    the per-token forward (rows meet through per-token vectors) and its backward.
+    """
+    options, mean = static
+    hidden, weight, bias, labels, counted, *hyper_fields = operands
+    hyper = Hyperparameters(*hyper_fields)
+    tokens = layout.tokens or None
+    dtype = accumulation_dtype(hidden, weight)
+    status = token_status(
+        labels,
+        counted,
+        weight.shape[1],
+        block_options(layout, options, hidden, weight, reduced=False),
     )
+    count = all_sum(jnp.sum(~status.skipped).astype(dtype), tokens)
+    divisor = jnp.maximum(count, 1) if mean else jnp.ones((), dtype)
+    token_weight = jnp.broadcast_to(1 / divisor, labels.shape)
+    if layout.vocab:
+        losses, lse, status = per_token_forward(
+            hidden,
+            weight,
+            bias,
+            labels,
+            counted,
+            hyper,
+            block_options(layout, options, hidden, weight, reduced=False),
+        )
+        loss_sum = jnp.sum(losses)
+        d_hidden, d_weight, d_bias = per_token_backward(
+            layout, options, hidden, weight, bias, labels, lse, status, hyper, token_weight
+        )
+        d_hidden = d_hidden.astype(dtype)
+    else:
+        options = block_options(layout, options, hidden, weight, reduced=True)
+        loss_sum, d_hidden, d_weight, d_bias = _one_sweep(
+            hidden, weight, bias, labels, status, token_weight, hyper, options
+        )
+        d_weight = layout.sum_weight_gradient(d_weight)
+        d_bias = None if d_bias is None else all_sum(d_bias, tokens)
+    loss = all_sum(loss_sum, tokens) / divisor
+    return tuple(x for x in (loss, d_hidden, d_weight, d_bias) if x is not None)
+
+
+def _reduced_fwd(
+    hidden,
+    weight,
+    bias,
+    labels,
+    counted,
+    hyper: Hyperparameters,
+    options: LinearCrossEntropyOptions,
+    mean,
+):
+    outputs = run_sharded(
+        _reduced_body,
+        (options, mean),
+        (hidden, weight, bias, labels, counted, *hyper),
+        FORWARD_ROLES,
+        ("", "nd", "rv") if bias is None else ("", "nd", "rv", "v"),
+    )
+    loss, d_hidden, d_weight, *rest = outputs
+    d_bias = rest[0] if rest else None
     # The gradients are of the reduced loss already; the backward only scales them.
-    return loss_sum / divisor, (d_hidden, d_weight, d_bias, hidden, weight, bias, hyper)
+    return loss, (d_hidden, d_weight, d_bias, hidden, weight, bias, hyper)
 
 
 def _reduced_bwd(options, mean, residuals, d_loss):
@@ -124,7 +187,7 @@ def _reduced_bwd(options, mean, residuals, d_loss):
         # Inside shard_map, an input shared by several devices (the weight
         # across data shards) gets the sum of their contributions.
         gradient = sum_over_sharers(d_loss.astype(gradient.dtype) * gradient, primal)
-        return gradient.astype(primal.dtype)
+        return like(gradient.astype(primal.dtype), primal)
 
     return (
         scaled(d_hidden, hidden),
