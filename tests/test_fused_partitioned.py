@@ -124,7 +124,7 @@ def test_no_token_or_vocabulary_gather_and_no_collective_in_a_loop(mode, layout,
         assert any(c.has_dimension(local_vocab) and not c.in_loop for c in weight_sums), found
 
 
-@pytest.mark.parametrize(("mode", "layout", "reduction"), CASES[: len(CASES) // 2])
+@pytest.mark.parametrize(("mode", "layout", "reduction"), CASES)
 def test_per_device_temporaries_match_one_device_on_its_block(mode, layout, reduction):
     compiled, _, _, mesh = _sharded(mode, layout, reduction)
     hidden_spec, weight_spec, shape = LAYOUTS[layout]
@@ -138,6 +138,8 @@ def test_per_device_temporaries_match_one_device_on_its_block(mode, layout, redu
         jax.ShapeDtypeStruct(block[:1], jnp.int32),
     )
     one_device = local.compile().memory_analysis().temp_size_in_bytes
-    gathered_weight = 4 * DIM * VOCAB // vocab_shards if rows > 1 else 0
+    # An FSDP weight is gathered, and its gradient summed whole before the
+    # reduce-scatter, as the naive path does.
+    gathered_weight = 2 * 4 * DIM * VOCAB // vocab_shards if rows > 1 else 0
     per_device = compiled.memory_analysis().temp_size_in_bytes
     assert per_device <= 1.25 * one_device + gathered_weight, (per_device, one_device)

@@ -246,13 +246,30 @@ def check_many_devices(namespace):
     assert repr(metric).startswith(f"LogLoss(tokens={labels.size}, mean=")
 
 
+def check_jit_sharding(namespace):
+    """The partitioned loss equals one device's, its gradients sharded like their inputs."""
+    import jax
+
+    import jxent
+
+    hidden, weight, labels = namespace["hidden"], namespace["weight"], namespace["labels"]
+    one_device = jax.devices()[0]
+    single = jxent.losses.linear_cross_entropy(
+        *(jax.device_put(x, one_device) for x in (hidden, weight, labels)), reduction="mean"
+    )
+    np.testing.assert_allclose(namespace["loss"], single, rtol=2e-5)
+    assert namespace["d_hidden"].sharding.is_equivalent_to(hidden.sharding, hidden.ndim)
+    assert namespace["d_weight"].sharding.is_equivalent_to(weight.sharding, weight.ndim)
+
+
 SECTION_CHECKS = {
     "jxent": check_before_and_after,
     "Usage": check_usage,
     "Migrating from optax": check_migrating,
     "Validation mode": check_validation,
     "Large vocabularies": check_large_vocabulary,
-    "Many devices": check_many_devices,
+    "Many devices": check_jit_sharding,
+    "Inside `shard_map`": check_many_devices,
 }
 
 

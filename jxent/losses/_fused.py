@@ -36,6 +36,12 @@ def _checked_arguments(hidden, weight, labels, bias, *, reduction):
         raise ValueError(f"weight must be [D, V], got shape {weight.shape}")
     if 0 in weight.shape:
         raise ValueError(f"weight of shape {weight.shape} is empty: D and V must be positive")
+    if hidden.ndim >= 1 and hidden.shape[-1] == weight.shape[1] != weight.shape[0]:
+        raise ValueError(
+            f"weight of shape {weight.shape} looks like a [V, D] embedding table for hidden "
+            f"of shape {hidden.shape}: pass it transposed, weight=embedding.T ([D, V], the "
+            "layout of a Dense kernel)"
+        )
     if hidden.ndim < 1 or hidden.shape[-1] != weight.shape[0]:
         raise ValueError(
             f"hidden of shape {hidden.shape} does not match weight of shape {weight.shape}: "

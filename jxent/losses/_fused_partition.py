@@ -9,14 +9,19 @@ body runs under ``shard_map``. Inside the user's own ``shard_map`` (or on one
 device) the body runs as it is.
 
 Each operand and result is described by a *role*, one letter per dimension:
-``n`` tokens, ``d`` the hidden size, ``v`` the vocabulary; ``""`` is a scalar.
-The layout that follows from the input shardings:
+``n`` tokens, ``d`` the hidden size of ``hidden``, ``e`` the same size as the
+weight's rows, ``v`` the vocabulary, ``r`` the rows of ``d_weight`` (split as the
+weight's are, where that can be a reduce-scatter); ``""`` is a scalar. ``d`` and
+``e`` are separate factors of the Shardy rule so that an FSDP weight's
+sharding does not spread to ``hidden``'s D, and ``d_weight`` keeps it. The
+layout that follows from the input shardings:
 
 * tokens split as ``hidden``'s token axis is (data parallelism);
 * the vocabulary split as ``weight``'s V axis is (tensor parallelism), less any
   mesh axis that already splits the tokens;
-* ``d`` never split inside the body: a weight sharded over D (FSDP) is
-  gathered once, before the sweep, as ``hidden @ weight`` would gather it.
+* D never split inside the body: a weight sharded over D (FSDP) is gathered
+  before the sweep, as ``hidden @ weight`` would gather it, and its gradient
+  reduce-scattered back when the token axes split D.
 
 A dimension that the mesh does not divide evenly is not split (XLA would pad
 it, and padded tokens would reach ``d_weight``).
@@ -50,6 +55,7 @@ class Layout(NamedTuple):
             "n": self.tokens or None,
             "v": self.vocab or None,
             "d": None,
+            "e": None,
             "r": self.weight_rows or None,
         }
         return P(*(by_letter[letter] for letter in role))
@@ -94,8 +100,8 @@ def _layout(
         return ()
 
     tokens = axes_of("n", "nd")
-    vocab = tuple(a for a in axes_of("v", "dv") if a not in tokens)
-    rows = axes_of("d", "dv")
+    vocab = tuple(a for a in axes_of("v", "ev") if a not in tokens)
+    rows = axes_of("e", "ev")
     return Layout(tokens, vocab, rows if rows and set(rows) <= set(tokens) else ())
 
 
@@ -142,7 +148,7 @@ def _partitioned_call(
     call = custom_partitioning(whole)
     call.def_partition(
         partition=partition,
-        sharding_rule=_rule(roles, out_roles),
+        sharding_rule=_rule(roles, tuple(r.replace("r", "e") for r in out_roles)),
         # The vocabulary of a per-token statistic, and the tokens of d_weight,
         # are summed over inside the body; D is gathered before it.
         need_replication_factors=("d",) if any("d" in r for r in roles) else (),

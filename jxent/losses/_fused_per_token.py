@@ -129,7 +129,7 @@ def _forward_body(layout: Layout, options: LinearCrossEntropyOptions, *operands)
     return loss, lse, *status
 
 
-FORWARD_ROLES = ("nd", "dv", "v", "n", "n", "", "", "")
+FORWARD_ROLES = ("nd", "ev", "v", "n", "n", "", "", "")
 _FORWARD_OUT_ROLES = ("n", "n", "n", "n")
 
 
@@ -287,7 +287,7 @@ def _per_token_bwd(options: LinearCrossEntropyOptions, residuals, d_loss):
         _backward_body,
         options,
         (hidden, weight, bias, labels, lse, *status, d_loss, *hyper),
-        ("nd", "dv", "v", "n", "n", "n", "n", "n", "", "", ""),
+        ("nd", "ev", "v", "n", "n", "n", "n", "n", "", "", ""),
         ("nd", "rv") if bias is None else ("nd", "rv", "v"),
     )
     d_hidden, d_weight, *rest = gradients
