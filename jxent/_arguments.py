@@ -143,21 +143,32 @@ def per_distribution(
 def integer_labels(
     labels: jax.typing.ArrayLike, batch_shape: tuple[int, ...], of: str
 ) -> jax.Array:
-    """``labels`` as an integer array of ``batch_shape`` (``of`` names that shape)."""
+    """``labels`` as an integer array of ``batch_shape`` (``of`` names that shape),
+    widened to at least 32 bits so that no class index or ``ignore_index`` wraps."""
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.shape != tuple(batch_shape):
         raise ValueError(f"labels of shape {labels.shape} do not match {of} {tuple(batch_shape)}")
-    return labels
+    return labels.astype(jax.dtypes.canonicalize_dtype(jnp.promote_types(labels.dtype, jnp.int32)))
 
 
 def label_status(
     labels: jax.Array, num_classes: int, ignore_index: int | None
 ) -> tuple[jax.Array, jax.Array]:
-    """(ignored, invalid) per label: ``ignore_index``, or outside ``[0, num_classes)``."""
-    ignored = jnp.zeros(labels.shape, bool) if ignore_index is None else labels == ignore_index
-    invalid = ~ignored & ((labels < 0) | (labels >= num_classes))
+    """(ignored, invalid) per label: ``ignore_index``, or outside ``[0, num_classes)``.
+
+    Compared without wrapping: an ``ignore_index`` or a class count that the label
+    dtype cannot hold matches no label (-100 is no uint8 label, not 156).
+    """
+    info = jnp.iinfo(labels.dtype)
+    nothing = jnp.zeros(labels.shape, bool)
+    if ignore_index is None or not info.min <= ignore_index <= info.max:
+        ignored = nothing
+    else:
+        ignored = labels == jnp.asarray(ignore_index, labels.dtype)
+    too_large = nothing if num_classes > info.max else labels >= num_classes
+    invalid = ~ignored & ((labels < 0) | too_large)
     return ignored, invalid
 
 

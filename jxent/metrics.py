@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._arguments import broadcasts_into
+from ._arguments import broadcasts_into, check_ignore_index, label_status
 from .losses import softmax_cross_entropy_with_integer_labels
 
 __all__ = ["LogLoss"]
@@ -48,12 +48,25 @@ def _compensated_sum(values: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _compensated_flat_sum(jnp.ravel(values))
 
 
+# Pairs are reduced in rows of this many, level by level: a row's error terms
+# are summed plainly, so no plain sum ever runs over more than a row, whatever
+# the number of elements (one sequential reduction of 10⁸ would stall).
+_ROW = 1024
+
+
 @jax.custom_jvp
 def _compensated_flat_sum(values: jax.Array) -> tuple[jax.Array, jax.Array]:
     zero = jnp.zeros((), values.dtype)
-    return jax.lax.reduce(
-        (values, jnp.zeros_like(values)), (zero, zero), _add_pairs, dimensions=(0,)
-    )
+    high, low = values, jnp.zeros_like(values)
+    while high.size > 1:
+        rows = -(-high.size // _ROW)
+        width = min(_ROW, high.size)
+        padding = rows * width - high.size
+        high, low = (jnp.pad(x, (0, padding)).reshape(rows, width) for x in (high, low))
+        high, low = jax.lax.reduce((high, low), (zero, zero), _add_pairs, dimensions=(1,))
+    if high.size == 0:
+        return zero, zero
+    return high[0], low[0]
 
 
 @_compensated_flat_sum.defjvp
@@ -142,8 +155,14 @@ class LogLoss:
 
     @classmethod
     def empty(cls, dtype: jnp.dtype = jnp.float32) -> "LogLoss":
-        """An accumulator with nothing in it."""
-        zero = jnp.zeros((), dtype)
+        """An accumulator with nothing in it, summing in ``dtype``.
+
+        A 16-bit ``dtype`` is raised to float32: its counts would stop at 256
+        (bfloat16) or overflow past 65504 (float16).
+        """
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"dtype must be a floating dtype, got {dtype!r}")
+        zero = jnp.zeros((), jnp.promote_types(dtype, jnp.float32))
         return cls(zero, zero, zero, zero)
 
     def update_from_losses(
@@ -211,16 +230,17 @@ class LogLoss:
           (2.0, 4.0)
         """
         labels = jnp.asarray(labels)
+        ignore_index = check_ignore_index(ignore_index)
         keep = (
             jnp.ones(labels.shape, bool)
             if where is None
             else _token_mask(where, labels.shape, "labels")
         )
-        losses = softmax_cross_entropy_with_integer_labels(
-            logits, labels, ignore_index=ignore_index
-        )
         if ignore_index is not None:
-            keep = keep & (labels != ignore_index)
+            # Compared without wrapping, whatever the label dtype.
+            keep = keep & ~label_status(labels, np.iinfo(labels.dtype).max, ignore_index)[0]
+        # A token that does not count is never read: its label may be anything.
+        losses = softmax_cross_entropy_with_integer_labels(logits, jnp.where(keep, labels, 0))
         return self.update_from_losses(losses, where=keep)
 
     def merge(self, other: "LogLoss") -> "LogLoss":

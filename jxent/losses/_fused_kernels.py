@@ -271,7 +271,10 @@ def combine_loss(
     loss = (peak - label_logit) + log_total
     if smoothing is not None:
         assert mean_logit is not None, "the sweep sums the logits whenever smoothing is on"
-        loss = (1 - smoothing) * loss + smoothing * ((peak - mean_logit) + log_total)
+        # A traced smoothing of 0 adds nothing, even where a -inf logit makes the
+        # uniform part +inf (0 · inf would be NaN).
+        uniform = smoothing * ((peak - mean_logit) + log_total)
+        loss = (1 - smoothing) * loss + jnp.where(smoothing == 0, 0, uniform)
     if hyper.z_loss is not None:
         loss = loss + hyper.z_loss * (peak + log_total) ** 2
     loss = jnp.where(status.skipped, 0, loss)

@@ -43,18 +43,29 @@ from ._fused_kernels import (
     zero_skipped,
 )
 from ._fused_partition import Layout, like, run_sharded
+from ._integer import log_total_from_rest, rest_and_count
+
+
+def _rescaled(peak, rest, count, new_peak):
+    """(rest, count) of :func:`rest_and_count` moved from ``peak`` to ``new_peak`` ≥ it:
+    below a higher peak, the old peak's entries join the rest."""
+    finite_peak = jnp.where(new_peak == -jnp.inf, 0, new_peak)
+    grew = peak < new_peak
+    rest = jnp.where(grew, (rest + count) * jnp.exp(peak - finite_peak), rest)
+    return rest, jnp.where(grew, 0, count)
 
 
 def _vocabulary_sweep(
     hidden, weight, bias, labels, hyper: Hyperparameters, options: LinearCrossEntropyOptions
 ):
-    """Per-token (peak, Σ exp(z - peak), label logit, Σ z) over this device's vocabulary."""
+    """Per-token (peak, rest, count, label logit, Σ z) over this device's vocabulary,
+    with rest and count those of :func:`rest_and_count` (an online log-sum-exp)."""
     offset = first_class(weight.shape[1], options.axis_name)
     dtype = accumulation_dtype(hidden, weight)
     rows = varying_like(jnp.zeros(hidden.shape[:1], dtype), hidden, weight, bias, labels)
 
     def block(start, width, carry):
-        peak, total, label_logit, logit_sum = carry
+        peak, rest, count, label_logit, logit_sum = carry
         logits = tile_logits(
             hidden,
             take(weight, start, width, 1),
@@ -62,19 +73,21 @@ def _vocabulary_sweep(
             hyper.softcap,
         )
         new_peak = jnp.maximum(peak, jnp.max(logits, axis=1))
+        rest, count = _rescaled(peak, rest, count, new_peak)
         # A block or row whose logits are all -inf (a -inf bias) leaves the peak -inf.
         finite_peak = jnp.where(new_peak == -jnp.inf, 0, new_peak)
-        total = total * jnp.exp(peak - finite_peak) + jnp.sum(
-            jnp.exp(logits - finite_peak[:, None]), axis=1
+        block_rest, block_count = rest_and_count(
+            logits, jnp.exp(logits - finite_peak[:, None]), new_peak
         )
+        rest, count = rest + block_rest, count + block_count
         is_label = (offset + start + jnp.arange(width))[None, :] == labels[:, None]
         label_logit = label_logit + jnp.sum(jnp.where(is_label, logits, 0), axis=1)
         if hyper.label_smoothing is not None:
             logit_sum = logit_sum + jnp.sum(logits, axis=1)
-        return new_peak, total, label_logit, logit_sum
+        return new_peak, rest, count, label_logit, logit_sum
 
     return for_each_slice(
-        weight.shape[1], options.block_size, block, (rows - jnp.inf, rows, rows, rows)
+        weight.shape[1], options.block_size, block, (rows - jnp.inf, rows, rows, rows, rows)
     )
 
 
@@ -97,24 +110,25 @@ def per_token_forward(
         )
         return tuple(put(s, t, start, 0) for s, t in zip(stats, tile, strict=True))
 
-    init = (rows - jnp.inf, rows, rows, rows)
-    peak, total, label_logit, logit_sum = for_each_slice(
+    init = (rows - jnp.inf, rows, rows, rows, rows)
+    peak, rest, count, label_logit, logit_sum = for_each_slice(
         hidden.shape[0], options.token_block_size, token_tile, init
     )
-    # Shards meet through per-token vectors only: max, rescaled sum, label logit.
+    # Shards meet through per-token vectors only: max, rescaled sums, label logit.
     axis_name = options.axis_name
     global_peak = all_max(peak, axis_name)
     finite_peak = jnp.where(global_peak == -jnp.inf, 0, global_peak)
-    total = all_sum(total * jnp.exp(peak - finite_peak), axis_name)
+    rest, count = _rescaled(peak, rest, count, global_peak)
+    rest, count = all_sum(rest, axis_name), all_sum(count, axis_name)
     label_logit = all_sum(label_logit, axis_name)
     vocab = total_classes(weight.shape[1], axis_name)
     smoothing = hyper.label_smoothing is not None
     mean_logit = all_sum(logit_sum, axis_name) / vocab if smoothing else None
     status = token_status(labels, counted, weight.shape[1], options)
     # A row with every logit -inf is empty: loss 0 and gradient 0.
-    empty = total == 0
+    empty = global_peak == -jnp.inf
     status = status._replace(skipped=status.skipped | empty)
-    log_total = jnp.log(jnp.where(empty, 1, total))
+    log_total = log_total_from_rest(rest, count, empty)
     loss = combine_loss(finite_peak, log_total, label_logit, mean_logit, status, hyper)
     return loss, finite_peak + log_total, status
 

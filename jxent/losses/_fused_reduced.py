@@ -38,6 +38,7 @@ from ._fused_per_token import (
     per_token_forward,
     sharded_forward,
 )
+from ._integer import log_total_from_rest, rest_and_count
 
 
 def reduction_divisor(status: TokenStatus, mean: bool, dtype) -> jax.Array:
@@ -75,7 +76,8 @@ def _one_sweep(hidden, weight, bias, labels, status, token_weight, hyper, option
         peak = jnp.max(logits, axis=1)
         empty = peak == -jnp.inf
         peak = jnp.where(empty, 0, peak)
-        log_total = jnp.log(jnp.where(empty, 1, jnp.sum(jnp.exp(logits - peak[:, None]), axis=1)))
+        rest, count = rest_and_count(logits, jnp.exp(logits - peak[:, None]), peak)
+        log_total = log_total_from_rest(rest, count, empty)
         is_label = columns[None, :] == y[:, None]
         label_logit = jnp.sum(jnp.where(is_label, logits, 0), axis=1)
         smoothing = hyper.label_smoothing is not None

@@ -58,6 +58,25 @@ def smoothing_and_z_loss(label_smoothing, z_loss, dtype) -> tuple[jax.Array | No
     return tuple(prepared)
 
 
+def rest_and_count(
+    logits: jax.Array, shifted_exp: jax.Array, peak: jax.Array, axis_name: AxisName = None
+) -> tuple[jax.Array, jax.Array]:
+    """Σ exp(z - peak) over the classes below the row's peak, and how many reach it.
+
+    ``log Σ exp(z - peak)`` is then ``log1p(rest + count - 1)``: when the label
+    is the peak, a loss of 4e-9 keeps its digits (``log(1 + rest)`` rounds it to 0).
+    """
+    at_peak = logits == peak[..., None]
+    rest = all_sum(jnp.sum(jnp.where(at_peak, 0, shifted_exp), axis=-1), axis_name)
+    count = all_sum(jnp.sum(at_peak, axis=-1, dtype=shifted_exp.dtype), axis_name)
+    return rest, count
+
+
+def log_total_from_rest(rest: jax.Array, count: jax.Array, empty: jax.Array) -> jax.Array:
+    """``log Σ exp(z - peak)`` from :func:`rest_and_count`; 0 for an empty row."""
+    return jnp.log1p(jnp.where(empty, 0, rest + (count - 1)))
+
+
 class _Forward(NamedTuple):
     loss: jax.Array
     masked: jax.Array  # logits with masked classes at -inf
@@ -94,7 +113,7 @@ def _forward(
     shifted_exp = jnp.exp(masked - peak[..., None])
     total = all_sum(jnp.sum(shifted_exp, axis=-1), axis_name)
     total = jnp.where(empty, 1, total)
-    log_total = jnp.log(total)
+    log_total = log_total_from_rest(*rest_and_count(masked, shifted_exp, peak, axis_name), empty)
 
     num_classes = total_classes(num_local, axis_name)
     ignored, invalid = label_status(labels, num_classes, options.ignore_index)
@@ -126,7 +145,9 @@ def _forward(
         )
         total_weight = all_sum(jnp.sum(jnp.where(unmasked, class_weight, 0), axis=-1), axis_name)
         mean_gap = all_sum(jnp.sum(gap, axis=-1), axis_name) / unmasked_count
-        loss = (1 - smoothing) * loss + smoothing * mean_gap
+        # A traced smoothing of 0 adds nothing, even where a -inf logit makes
+        # the uniform part +inf (0 · inf would be NaN).
+        loss = (1 - smoothing) * loss + jnp.where(smoothing == 0, 0, smoothing * mean_gap)
     if z_loss is not None:
         loss = loss + z_loss * (peak + log_total) ** 2
 
