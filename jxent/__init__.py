@@ -4,8 +4,13 @@ from . import losses as losses
 from . import metrics as metrics
 from . import sharding as sharding
 from ._binary import binary_cross_entropy as binary_cross_entropy
+from ._binary import binary_cross_entropy_from_logits as binary_cross_entropy_from_logits
 from ._binary import binary_entropy as binary_entropy
+from ._binary import binary_entropy_from_logits as binary_entropy_from_logits
 from ._binary import binary_kl_divergence as binary_kl_divergence
+from ._binary import binary_kl_divergence_from_logits as binary_kl_divergence_from_logits
+from ._elementwise import rel_entr as rel_entr
+from ._elementwise import xlog1py as xlog1py
 from ._jensen import generalized_js_divergence as generalized_js_divergence
 from ._jensen import generalized_js_divergence_from_logits as generalized_js_divergence_from_logits
 from ._jensen import js_divergence as js_divergence
@@ -30,8 +35,11 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "binary_cross_entropy",
+    "binary_cross_entropy_from_logits",
     "binary_entropy",
+    "binary_entropy_from_logits",
     "binary_kl_divergence",
+    "binary_kl_divergence_from_logits",
     "checked",
     "conditional_entropy",
     "cross_entropy",
@@ -46,12 +54,14 @@ __all__ = [
     "losses",
     "metrics",
     "mutual_information",
+    "rel_entr",
     "renyi_divergence",
     "renyi_divergence_from_logits",
     "renyi_entropy",
     "renyi_entropy_from_logits",
     "sharding",
     "validation_mode",
+    "xlog1py",
     "xlogx",
     "xlogy",
 ]

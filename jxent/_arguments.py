@@ -119,6 +119,8 @@ def class_mask(where: jax.typing.ArrayLike | None, shape: tuple[int, ...]) -> ja
 
 def real_array(value: jax.typing.ArrayLike, name: str, dtype) -> jax.Array:
     """A real (float or integer) option as an array of ``dtype``; TypeError otherwise."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real number or array, got {value!r}")
     value = jnp.asarray(value)
     if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
         raise TypeError(f"{name} must be a real number or array, got dtype {value.dtype}")

@@ -115,15 +115,19 @@ def logits(
     axis: Axis,
     where: jax.typing.ArrayLike | None,
 ) -> tuple[jax.Array, tuple[int, ...]]:
-    """Logits with masked classes at ``-inf`` (out of the softmax), and the class axes."""
+    """Logits with masked classes at ``-inf`` (out of the softmax), and the class axes.
+
+    A ``+inf`` logit on a class that is not masked is NaN (as ``jax.nn.log_softmax``,
+    optax and TFP give: its softmax is undefined), and an error in the validation mode.
+    """
     values = as_float_array(values, name)
     axes = normalize_axis(axis, values.ndim)
     _require_classes(values.shape, axes, (name,), axis, "axis")
     mask = class_mask(where, values.shape)
     if mask is not None:
         values = jnp.where(mask, values, -jnp.inf)
-    _validation.check_no_nan(values, name)
-    return values, axes
+    _validation.check_logits(values, name)
+    return jnp.where(values == jnp.inf, jnp.nan, values), axes
 
 
 def logit_pair(

@@ -127,20 +127,31 @@ def kl_divergence(
     return dist.finish(dist.total(prim.kl_term(p, q)), base)
 
 
+@jax.custom_jvp
+def _xlogx_of_log(log_x: jax.Array) -> jax.Array:
+    """``x log x`` from ``log x``: 0 at ``log x = -inf``, and so is every derivative
+    (``exp(l)(l + 1)``), so that no order of any mode meets ``0 · inf``."""
+    return jnp.where(log_x == -jnp.inf, 0.0, jnp.exp(log_x) * log_x)
+
+
+@_xlogx_of_log.defjvp
+def _xlogx_of_log_jvp(primals, tangents):
+    (log_x,), (d_log_x,) = primals, tangents
+    return _xlogx_of_log(log_x), (_xlogx_of_log(log_x) + jnp.exp(log_x)) * d_log_x
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _entropy_of_logits(logits: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    log_probs = prim.log_softmax(logits, axes)
-    return -jnp.sum(zero_safe_mul(jnp.exp(log_probs), log_probs), axis=axes)
+    return -jnp.sum(_xlogx_of_log(prim.log_softmax(logits, axes)), axis=axes)
 
 
 @_entropy_of_logits.defjvp
 def _entropy_of_logits_jvp(axes, primals, tangents):
     (logits,), (d_logits,) = primals, tangents
     log_probs = prim.log_softmax(logits, axes)
-    probs = jnp.exp(log_probs)
-    value = -jnp.sum(zero_safe_mul(probs, log_probs), axis=axes)
+    value = -jnp.sum(_xlogx_of_log(log_probs), axis=axes)
     # dH/dz_j = -p_j (log p_j + H), with p_j log p_j = 0 for empty classes.
-    slope = -(zero_safe_mul(probs, log_probs) + probs * jnp.expand_dims(value, axes))
+    slope = -(_xlogx_of_log(log_probs) + jnp.exp(log_probs) * jnp.expand_dims(value, axes))
     return value, jnp.sum(slope * d_logits, axis=axes)
 
 
@@ -210,7 +221,9 @@ def cross_entropy_from_logits(
     """
     dist, log_q = _inputs.probabilities_and_logits(p, q_logits, axis=axis, where=where)
     (p,) = dist.arrays
-    return dist.finish(dist.total(-zero_safe_mul(p, log_q)), base)
+    # A row of Q with no class left (all -inf or masked) is empty: 0, as in the losses.
+    empty = jnp.all(log_q == -jnp.inf, axis=dist.axes)
+    return dist.finish(jnp.where(empty, 0.0, dist.total(-zero_safe_mul(p, log_q))), base)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -235,7 +248,9 @@ def _kl_of_logits(a: jax.Array, b: jax.Array, axes: tuple[int, ...]) -> jax.Arra
     x = jnp.where(covered, shifted_a, 0.0) - jnp.where(covered, shifted_b, 0.0)
     x = jnp.where(covered, x - (log_rest_a - log_rest_b), jnp.where(support, jnp.inf, 0.0))
     terms = jnp.where(support, prim.log_ratio_excess(p, q, x, jnp.ones((), a.dtype)), q)
-    return jnp.where(jnp.any(support, axis=axes), jnp.sum(terms, axis=axes), 0.0)
+    # An empty P, or an empty Q (no class left: all -inf or masked), is an empty row.
+    counts = jnp.any(support, axis=axes) & jnp.any(b > -jnp.inf, axis=axes)
+    return jnp.where(counts, jnp.sum(terms, axis=axes), 0.0)
 
 
 @_kl_of_logits.defjvp
@@ -255,9 +270,12 @@ def _kl_of_logits_jvp(axes, primals, tangents):
         log_ratio - jnp.where(finite_d, d, 0.0),
         jnp.where(jnp.isposinf(log_ratio), jnp.inf, -jnp.inf),
     )
-    slope_a = zero_safe_mul(p, jnp.where(support, gap, 0.0))
-    # dD/db_j = q_j - p_j (0 for an empty P, whose divergence is 0 throughout).
-    slope_b = jnp.where(jnp.any(support, axis=axes, keepdims=True), q - p, 0.0)
+    counts = jnp.any(support, axis=axes, keepdims=True) & jnp.any(
+        b > -jnp.inf, axis=axes, keepdims=True
+    )
+    slope_a = jnp.where(counts, zero_safe_mul(p, jnp.where(support, gap, 0.0)), 0.0)
+    # dD/db_j = q_j - p_j (0 for an empty row, whose divergence is 0 throughout).
+    slope_b = jnp.where(counts, q - p, 0.0)
     tangent = zero_safe_mul(slope_a, da) + zero_safe_mul(slope_b, db)
     return value, jnp.sum(tangent, axis=axes)
 

@@ -414,8 +414,10 @@ def renyi_divergence_from_logits(
     log_p, log_q, axes = _inputs.log_softmax_pair(p_logits, q_logits, axis=axis, where=where)
     alpha = _order(alpha, log_p.shape, axes, log_p.dtype)
     p, q = jnp.exp(log_p), jnp.exp(log_q)
-    # P's support where p > 0 in floating point, as in kl_divergence_from_logits.
-    support = p > 0
+    # P's support is where its logit is finite: a class whose probability
+    # underflows can still dominate Σ p^α q^(1-α) (α < 1), and the log-sum-exp
+    # form reads it from its log.
+    support = log_p > -jnp.inf
     covered = support & (log_q > -jnp.inf)
     x = jnp.where(covered, log_p - jnp.where(covered, log_q, 0.0), jnp.where(support, jnp.inf, 0.0))
     # Both are distributions: s = t = 1, and Σ (p - q) over P's support is

@@ -9,6 +9,8 @@ def _log_of_base(base: float | None) -> float | None:
     """Return ``log(base)``, or None for nats; reject bases that are not a unit."""
     if base is None:
         return None
+    if isinstance(base, (str, bytes, bool)):
+        raise TypeError(f"base must be a Python number or None, got {base!r}")
     try:
         value = float(base)
     except (TypeError, ValueError, jax.errors.ConcretizationTypeError):

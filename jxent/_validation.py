@@ -90,6 +90,13 @@ def checked(fn: Callable[..., Any]) -> Callable[..., tuple[checkify.Error, Any]]
     return run
 
 
+def check_logits(x: jax.Array, name: str) -> None:
+    """NaN and ``+inf`` logits are errors (``-inf`` is a zero-probability class)."""
+    check_no_nan(x, name)
+    if enabled():
+        checkify.check(~jnp.any(x == jnp.inf), f"jxent: {name} contains +inf")
+
+
 def check_no_nan(x: jax.Array, name: str) -> None:
     if enabled():
         checkify.check(~jnp.any(jnp.isnan(x)), f"jxent: {name} contains NaN")
@@ -97,6 +104,8 @@ def check_no_nan(x: jax.Array, name: str) -> None:
 
 def check_labels(labels: jax.Array, num_classes: int, ignore_index: int | None) -> None:
     if not enabled():
+        return
+    if labels.size == 0:
         return
     _, bad = label_status(labels, num_classes, ignore_index)
     first_bad = jnp.where(jnp.any(bad), labels.ravel()[jnp.argmax(bad.ravel())], 0)

@@ -123,13 +123,6 @@ def test_js_gradient_at_p_equal_q_equal_zero_is_half_log_two():
             np.testing.assert_allclose(np.asarray(got), [0.5 * LOG2, 0.0], err_msg=mode)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jxent bug: where q = 0 and p is within a factor 1/β of the smallest normal "
-    "float (p < 2.4e-38 in float32 for JS), the mixture m = βp is subnormal and flushed "
-    "to 0, so p log(p/m) and the result are +inf (JS is at most log 2) and the gradient "
-    "+inf; float64 likewise below 2.2e-308 / β",
-)
 def test_a_mixture_that_underflows_is_not_infinite():
     p = jnp.array([2e-38, 1 - 2e-38], jnp.float32)
     q = jnp.array([0.0, 1.0], jnp.float32)
@@ -251,13 +244,6 @@ def test_gjs_from_logits_options_and_transforms(rng):
     close(GJS(*bf16, 0.3), GJS(*[x.astype(jnp.float32) for x in bf16], 0.3), atol=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jxent bug: generalized_js_divergence_from_logits's reverse-mode gradient "
-    "(grad, jacrev) is NaN for a whole row with a -inf logit, or a probability that "
-    "underflows to 0 (logits ±1e4): softmax's backward multiplies the term's -inf slope "
-    "at p = 0 by p = 0; forward mode (jacfwd) is finite and right",
-)
 def test_gjs_from_logits_reverse_mode_at_minus_inf_logits():
     a = jnp.array([0.0, 0.0, -INF])
     b = jnp.array([0.0, 1.0, 2.0])

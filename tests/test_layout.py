@@ -29,6 +29,7 @@ LAYERS = [
     {"jxent._inputs"},
     {"jxent._renyi_boundary"},
     {"jxent._measures", "jxent._binary", "jxent._jensen", "jxent._renyi", "jxent._joint"},
+    {"jxent._elementwise"},
     {"jxent.losses"},  # the subpackage and every module in it
     {"jxent.sharding", "jxent.metrics"},
     {"jxent"},

@@ -1,5 +1,6 @@
 """Options beyond optax: ignore_index, label_smoothing, z_loss, class_weights, pos_weight,
-distillation; checked against optax and float64 NumPy/SciPy (and PyTorch if installed)."""
+distillation; checked against optax and float64 NumPy/SciPy (PyTorch's options against
+float64 implementations of its documented formulas: torch is not a test dependency)."""
 
 import chex
 import jax
@@ -190,37 +191,21 @@ def test_class_weights_match_float64_formula(alpha):
     _close(
         masked, _int_ce_reference(logits, labels, w=weights, alpha=alpha, mask=mask, ignore=-100)
     )
-
-
-@pytest.mark.parametrize("alpha", [0.0, 0.15])
-def test_class_weights_match_pytorch(alpha):
-    torch = pytest.importorskip("torch")
-    logits, labels = _logits(15), _labels(16)
-    labels[5] = -100
-    weights = np.random.default_rng(17).uniform(0.1, 3.0, K)
-    options = dict(class_weights=weights, label_smoothing=alpha, ignore_index=-100)
-    grad = jax.jit(jax.grad(lambda z: INT_CE(z, labels, **options).sum()))(logits)
-    per_example = _jit(INT_CE, **options)(logits, labels)
-
-    z = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
-    expected = torch.nn.functional.cross_entropy(
-        z,
-        torch.tensor(labels, dtype=torch.long),
-        weight=torch.tensor(weights, dtype=torch.float64),
-        label_smoothing=alpha,
-        ignore_index=-100,
-        reduction="none",
-    )
-    expected.sum().backward()
-    _close(per_example, expected.detach().numpy())
-    _close(grad, z.grad.numpy())
+    # The gradient, by finite differences in float64 (orders 1 and 2, both modes).
+    with jax.enable_x64(True):
+        check_grads(
+            lambda z: INT_CE(z, labels, **options),
+            (logits.astype(np.float64),),
+            order=2,
+            modes=("fwd", "rev"),
+        )
 
 
 # --- pos_weight (PyTorch's BCEWithLogitsLoss(pos_weight=...)) ----------------------------
 
 
 @pytest.mark.parametrize("pos_weight", [2.5, np.linspace(0.5, 3.0, K).astype(np.float32)])
-def test_pos_weight_matches_formula_and_pytorch(pos_weight):
+def test_pos_weight_matches_pytorchs_formula(pos_weight):
     logits = _logits(18)
     labels = np.random.default_rng(19).random((N, K)).astype(np.float32)
     labels[0] = 1.0
@@ -229,17 +214,6 @@ def test_pos_weight_matches_formula_and_pytorch(pos_weight):
     z, y = logits.astype(np.float64), labels.astype(np.float64)
     expected = -(pos_weight * y * -np.logaddexp(0, -z) + (1 - y) * -np.logaddexp(0, z))
     _close(value, expected)
-    try:
-        import torch
-    except ImportError:
-        return
-    reference = torch.nn.functional.binary_cross_entropy_with_logits(
-        torch.tensor(z),
-        torch.tensor(y),
-        pos_weight=torch.tensor(np.asarray(pos_weight, np.float64)),
-        reduction="none",
-    )
-    _close(value, reference.numpy())
 
 
 # --- distillation ----------------------------------------------------------------------

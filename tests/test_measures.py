@@ -23,24 +23,9 @@ from measure_cases import CASES, INF, SHANNON_NAMES, draw, draw_sizes, ids, rand
 
 import jxent
 
-# generalized JS gives +inf where a probability is within 1/β of the smallest normal
-# float32 and the other is 0 (the mixture βp is flushed to 0): 1000 classes and more of
-# logits up to ±1e4 draw such probabilities (the seeded draw at 2**17 does).
 NO_KEYWORDS = [case for case in CASES if not case.keywords]
-UNDERFLOW = pytest.mark.xfail(
-    strict=True,
-    reason="generalized JS is +inf where the mixture βp underflows to 0 "
-    "(test_jensen.py::test_a_mixture_that_underflows_is_not_infinite)",
-)
 SIZES = [
-    pytest.param(
-        case,
-        n,
-        id=f"{case.id}-{n}",
-        marks=[UNDERFLOW]
-        if case.id == "generalized_js_divergence_from_logits[beta=0.3]" and n == 2**17
-        else [],
-    )
+    pytest.param(case, n, id=f"{case.id}-{n}")
     for case in CASES
     # The options that are arrays (α, β) share one compilation; base and axis do not.
     if case.kinds not in ("b", "bb", "j") and not case.keywords

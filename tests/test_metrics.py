@@ -181,3 +181,23 @@ def test_repr_under_tracing_and_batching_shows_dtypes_and_shapes():
         batched.mean(), _reference_nll(logits, labels).reshape(3, 4).mean(-1), rtol=1e-6
     )
     assert repr(jax.eval_shape(LogLoss.empty)) == scalar
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (conftest.py)")
+def test_psum_of_a_million_losses_on_each_of_8_devices_keeps_every_error_term():
+    losses = jax.random.uniform(jax.random.key(9), (8, 10**6), minval=2.3, maxval=2.8)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    merged = jax.jit(
+        jax.shard_map(
+            lambda x: jxent.metrics.LogLoss.empty().update_from_losses(x).psum("data"),
+            mesh=mesh,
+            in_specs=P("data"),
+            out_specs=P(),
+        )
+    )(losses)
+    want = np.sum(np.asarray(losses, np.float64))
+    # The (value, error) pair holds the sum to far below a float32 ulp of it (2 here):
+    # dropping any device's error term would be off by about that much.
+    pair = np.float64(merged.nll) + np.float64(merged.nll_error)
+    assert abs(pair - want) < 0.05, (pair, want)
+    assert float(merged.count) == 8 * 10**6

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import special
 
 ROOT = Path(__file__).resolve().parents[1]
 README_PATH = ROOT / "README.md"
@@ -191,9 +192,18 @@ def check_usage(namespace):
 
 
 def check_migrating(namespace):
-    """The loss is the mean over counted tokens of the smoothed cross-entropy plus z-loss."""
+    """The loss is the mean over counted tokens of the smoothed cross-entropy plus z-loss,
+    or (the class-weights block) PyTorch's weighted mean: Σ w_y ℓ / Σ w_y."""
     logits = np.asarray(namespace["logits"], np.float64)
     labels = np.asarray(namespace["labels"])
+    if "w" in namespace:
+        w = np.asarray(namespace["w"], np.float64)
+        kept = labels != -100
+        z = logits[kept]
+        nll = special.logsumexp(z, axis=-1) - z[np.arange(len(z)), labels[kept]]
+        weights = w[labels[kept]]
+        np.testing.assert_allclose(namespace["loss"], (weights * nll).sum() / weights.sum(), 1e-5)
+        return
     counted = labels != -100
     assert 0 < counted.sum() < counted.size  # the snippet has padding to leave out
     peak = logits.max(-1, keepdims=True)

@@ -5,10 +5,18 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _primitives as prim
 from .. import _validation
-from .._arguments import Axis, as_float_array, axes_in_order, broadcast_pair
+from .._arguments import (
+    Axis,
+    as_float_array,
+    axes_in_order,
+    broadcast_pair,
+    broadcasts_into,
+    real_array,
+)
 from .._measures import kl_divergence_from_logits
 from .._zero_safe import zero_safe_mul
 from ._classes import classes_last_pair, expand_row_mask
@@ -226,13 +234,17 @@ def distillation_loss(
       Array(0., dtype=float32)
     """
     temperature = _validation.option_in_domain(
-        temperature, "temperature", "positive", lambda t: t > 0
+        temperature, "temperature", "positive and finite", lambda t: (t > 0) & (t < np.inf)
     )
     student = as_float_array(student_logits, "student_logits")
     teacher = as_float_array(teacher_logits, "teacher_logits")
-    t = jnp.asarray(temperature, jnp.result_type(student, teacher))
+    t = real_array(temperature, "temperature", jnp.result_type(student, teacher))
     where = expand_row_mask(where, student.ndim, axis)
     shape = broadcast_pair(student, teacher, ("student_logits", "teacher_logits"))[0].shape
+    if not broadcasts_into(t.shape, shape):
+        raise ValueError(
+            f"temperature of shape {t.shape} does not broadcast to the logits' shape {shape}"
+        )
     axes = axes_in_order(axis, len(shape))
     if math.prod(shape[a] for a in axes) == 0:
         raise ValueError(f"student_logits of shape {shape} has no classes along axis={axis!r}")

@@ -76,9 +76,13 @@ def _hyperparameters(label_smoothing, z_loss, softcap, dtype) -> Hyperparameters
 
 
 def _positive_or_none(value: int | None, name: str) -> int | None:
-    if value is not None and int(value) < 1:
+    if value is None:
+        return None
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive int or None, got {value!r}")
+    if value < 1:
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-    return None if value is None else int(value)
+    return int(value)
 
 
 def fused_cross_entropy(
@@ -117,6 +121,10 @@ def fused_cross_entropy(
         checked = labels if counted is None else jnp.where(counted, labels, 0)
         vocab = total_classes(weight.shape[1], axis_name)
         _validation.check_labels(checked, vocab, options.ignore_index)
+        # A token that does not count may hold NaN (padding); one that counts may not.
+        read = hidden if counted is None else jnp.where(counted[..., None], hidden, 0)
+        _validation.check_no_nan(read, "hidden")
+        _validation.check_no_nan(weight, "weight")
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])
     flat_labels = labels.reshape(-1)
     flat_counted = None if counted is None else counted.reshape(-1)
@@ -172,6 +180,13 @@ def linear_cross_entropy(
       plus a float32 ``[D, V]`` accumulator for ``d_weight``); the backward
       only scales them by the cotangent. Without differentiation it costs one
       forward (2·N·D·V).
+
+    Under ``jax.jit`` with sharded inputs (``NamedSharding``, Auto or Explicit
+    mesh axes) each device computes its own tokens against its own vocabulary
+    columns, read from the input shardings: tokens split for data
+    parallelism, the weight split over D (gathered once, its gradient
+    reduce-scattered back) or over V (per-token vectors exchanged), or both;
+    ``d_weight`` is summed across token shards once per call.
 
     Args:
       hidden: activations ``[..., D]``.

@@ -181,7 +181,8 @@ def tile_logits(
         logits = logits + bias.astype(dtype)
     if softcap is not None:
         logits = softcap * jnp.tanh(logits / softcap)
-    return logits
+    # A +inf logit (a 16-bit overflow) has no softmax: NaN, as in the dense loss.
+    return jnp.where(logits == jnp.inf, jnp.nan, logits)
 
 
 def tile_logit_gradient(

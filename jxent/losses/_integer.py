@@ -22,6 +22,7 @@ from .. import _validation
 from .._arguments import (
     Axis,
     as_float_array,
+    broadcasts_into,
     check_ignore_index,
     integer_labels,
     is_traced,
@@ -56,6 +57,36 @@ def smoothing_and_z_loss(label_smoothing, z_loss, dtype) -> tuple[jax.Array | No
         static_zero = not is_traced(value) and float(value) == 0
         prepared.append(None if static_zero else jnp.asarray(value, dtype))
     return tuple(prepared)
+
+
+def class_weight_vector(
+    class_weights: jax.typing.ArrayLike,
+    num_classes: int,
+    dtype,
+    of: str,
+    class_shape: tuple[int, ...] | None = None,
+) -> jax.Array:
+    """``class_weights`` as a ``[num_classes]`` float array of ``dtype``, one
+    weight per class (PyTorch's ``weight``); any real value, traced or not.
+
+    The flat ``[num_classes]`` is always accepted; with ``class_shape`` (the
+    sizes of several class axes, in the order given) so is any shape of rank
+    >= 1 that broadcasts to it, flattened in that order. ``of`` names the
+    logits in the error message.
+
+    Raises:
+      TypeError: non-float weights.
+      ValueError: any other shape (a scalar included).
+    """
+    weights = as_float_array(class_weights, "class_weights").astype(dtype)
+    if weights.shape == (num_classes,):
+        return weights
+    if class_shape is not None and weights.ndim and broadcasts_into(weights.shape, class_shape):
+        return jnp.broadcast_to(weights, class_shape).reshape(num_classes)
+    expected = f"[{num_classes}]"
+    if class_shape is not None:
+        expected += f" or broadcast to the class shape {class_shape}"
+    raise ValueError(f"class_weights of shape {weights.shape} must be {expected} for {of}")
 
 
 def rest_and_count(
@@ -106,6 +137,8 @@ def _forward(
     axis_name = options.axis_name
     num_local = logits.shape[-1]
     masked = logits if mask is None else jnp.where(mask, logits, -jnp.inf)
+    # A +inf logit has no softmax: NaN, as jax.nn.log_softmax and optax give.
+    masked = jnp.where(masked == jnp.inf, jnp.nan, masked)
     peak = all_max(jnp.max(masked, axis=-1), axis_name)
     empty = peak == -jnp.inf
     peak = jnp.where(empty, 0, peak)
@@ -275,14 +308,11 @@ def integer_loss(
     labels = integer_labels(labels, logits.shape[:-1], f"the batch shape of {logits_name}")
     weights = None
     if class_weights is not None:
-        weights = as_float_array(class_weights, "class_weights").astype(logits.dtype)
-        if weights.shape != logits.shape[-1:]:
-            raise ValueError(
-                f"class_weights of shape {weights.shape} must be [{logits.shape[-1]}] "
-                f"for {logits_name} of shape {logits.shape}"
-            )
+        weights = class_weight_vector(
+            class_weights, logits.shape[-1], logits.dtype, f"{logits_name} of shape {logits.shape}"
+        )
     smoothing, z_coefficient = smoothing_and_z_loss(label_smoothing, z_loss, logits.dtype)
-    _validation.check_no_nan(logits, logits_name)
+    _validation.check_logits(logits, logits_name)
     if _validation.enabled() and labels.size:
         num_classes = total_classes(logits.shape[-1], axis_name)
         _validation.check_labels(labels, num_classes, ignore_index)
