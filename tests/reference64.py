@@ -21,6 +21,19 @@ def f64(x):
     return np.asarray(x, np.float64)
 
 
+TINY = float(np.finfo(np.float32).tiny)  # below it float32 (and XLA's flush to zero) ends
+
+
+def assert_close(got, expected, rtol, atol=TINY):
+    """Relative closeness in float64 down to float32's smallest normal number;
+    infinities and NaN must match exactly."""
+    got, expected = np.broadcast_arrays(f64(got), f64(expected))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(got[np.isinf(expected)], expected[np.isinf(expected)])
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=rtol, atol=atol)
+
+
 def mul0(a, b):
     """a * b with 0 wherever a == 0 (whatever b is)."""
     with np.errstate(invalid="ignore"):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from jax.experimental import checkify
 from jax.test_util import check_grads
+from reference64 import assert_close, f64, mul0
 from scipy import special
 
 import jxent
@@ -34,15 +35,6 @@ EDGE_LOGITS = [-INF, -1e4, -80.0, -30.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 30.0, 80.0
 
 
 # --------------------------------------------------------------------------- float64 references
-
-
-def f64(x):
-    return np.asarray(x, np.float64)
-
-
-def mul0(a, b):
-    with np.errstate(invalid="ignore"):
-        return np.where(a == 0, 0.0, a * b)
 
 
 def softplus(x):
@@ -84,19 +76,6 @@ def sigmoid_difference(a, b):
         near = 0.5 * np.sinh((b - a) / 2) / (np.cosh(a / 2) * np.cosh(b / 2))
     # Far apart the plain difference does not cancel (and sinh, cosh overflow).
     return np.where(np.abs(b - a) <= 30, near, special.expit(b) - special.expit(a))
-
-
-TINY = float(np.finfo(np.float32).tiny)  # below it float32 (and XLA's flush to zero) ends
-
-
-def assert_close(got, expected, rtol, atol=TINY):
-    """Relative closeness in float64 down to float32's smallest normal number;
-    infinities and NaN must match exactly."""
-    got, expected = np.broadcast_arrays(f64(got), f64(expected))
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-    np.testing.assert_array_equal(got[np.isinf(expected)], expected[np.isinf(expected)])
-    finite = np.isfinite(expected)
-    np.testing.assert_allclose(got[finite], expected[finite], rtol=rtol, atol=atol)
 
 
 def logits32(rng, n=256):

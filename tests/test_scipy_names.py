@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from reference64 import assert_close, f64
 from scipy import special
 
 import jxent
@@ -18,23 +19,6 @@ INF, NAN = np.inf, np.nan
 FUNCTIONS = {"rel_entr": jxent.rel_entr, "xlog1py": jxent.xlog1py}
 SCIPY = {"rel_entr": special.rel_entr, "xlog1py": special.xlog1py}
 JITTED = {name: jax.jit(fn) for name, fn in FUNCTIONS.items()}
-
-
-def f64(x):
-    return np.asarray(x, np.float64)
-
-
-TINY = float(np.finfo(np.float32).tiny)  # below it float32 (and XLA's flush to zero) ends
-
-
-def assert_close(got, expected, rtol, atol=TINY):
-    """Relative closeness in float64 down to float32's smallest normal number;
-    infinities and NaN must match exactly."""
-    got, expected = np.broadcast_arrays(f64(got), f64(expected))
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-    np.testing.assert_array_equal(got[np.isinf(expected)], expected[np.isinf(expected)])
-    finite = np.isfinite(expected)
-    np.testing.assert_allclose(got[finite], expected[finite], rtol=rtol, atol=atol)
 
 
 def grid(rng):
