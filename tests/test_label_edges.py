@@ -149,6 +149,7 @@ def test_log_loss_never_reads_a_token_that_does_not_count():
     assert error.get() is None
 
 
+@pytest.mark.slow
 def test_one_large_update_sums_as_exactly_as_many_small_ones():
     # 10**8 float32 losses in one call: a sequential float32 sum stalls at 2**27.
     losses = jax.random.uniform(jax.random.key(3), (10**8,), minval=2.3, maxval=2.8)

@@ -194,8 +194,8 @@ def test_class_weights_match_float64_formula(alpha):
     # The gradient, by finite differences in float64 (orders 1 and 2, both modes).
     with jax.enable_x64(True):
         check_grads(
-            lambda z: INT_CE(z, labels, **options),
-            (logits.astype(np.float64),),
+            lambda z: INT_CE(z, labels[:3], **options),
+            (logits[:3].astype(np.float64),),
             order=2,
             modes=("fwd", "rev"),
         )
