@@ -68,12 +68,13 @@ def _beta_slope(p, q, log_p, log_q, log_m):
 
 
 def _scaled(p, q, beta):
-    """(p·s, q·s, m·s) with s a power of two that keeps the mixture m = βp + (1-β)q
-    off the subnormals (flushed to 0 on CPU) when both are tiny; ratios are unchanged."""
+    """(p·s, q·s, m·s, s) with s a power of two that keeps the mixture
+    m = βp + (1-β)q off the subnormals (flushed to 0 on CPU) when both are tiny;
+    ratios are unchanged."""
     tiny = jax.lax.stop_gradient(jnp.maximum(p, q) < 2.0**-60)
     scale = jnp.where(tiny, 2.0**64, 1.0).astype(p.dtype)
     p, q = p * scale, q * scale
-    return p, q, beta * p + (1 - beta) * q
+    return p, q, beta * p + (1 - beta) * q, scale
 
 
 def _skew_js_slope(weight, a, mixture):
@@ -96,7 +97,7 @@ def _skew_js_term(p: jax.Array, q: jax.Array, beta: jax.Array) -> jax.Array:
 def _skew_js_term_jvp(primals, tangents):
     (p, q, beta), (dp, dq, d_beta) = primals, tangents
     value = _skew_js_term(p, q, beta)
-    p_s, q_s, mixture = _scaled(p, q, beta)
+    p_s, q_s, mixture, scale = _scaled(p, q, beta)
     tangent = jnp.zeros_like(value)
     if not isinstance(dp, SymbolicZero):
         tangent = tangent + zero_safe_mul(dp, _skew_js_slope(beta, p_s, mixture))
@@ -105,8 +106,7 @@ def _skew_js_term_jvp(primals, tangents):
     if not isinstance(d_beta, SymbolicZero):
         # d/dβ = D(P‖M) - D(Q‖M) per class, minus (p - q) from M's own change.
         relative = prim.rel_entr(p_s, mixture) - prim.rel_entr(q_s, mixture)
-        unscale = jnp.where(jnp.maximum(p, q) < 2.0**-60, 2.0**-64, 1.0).astype(p.dtype)
-        slope = relative * jax.lax.stop_gradient(unscale) - (p - q)
+        slope = relative / scale - (p - q)
         tangent = tangent + zero_safe_mul(d_beta, slope)
     return value, tangent
 

@@ -123,24 +123,14 @@ def _reduced_body(layout: Layout, static, *operands):
     hyper = Hyperparameters(*hyper_fields)
     tokens = layout.tokens or None
     dtype = accumulation_dtype(hidden, weight)
-    status = token_status(
-        labels,
-        counted,
-        weight.shape[1],
-        block_options(layout, options, hidden, weight, reduced=False),
-    )
+    per_token_options = block_options(layout, options, hidden, weight, reduced=False)
+    status = token_status(labels, counted, weight.shape[1], per_token_options)
     count = all_sum(jnp.sum(~status.skipped).astype(dtype), tokens)
     divisor = jnp.maximum(count, 1) if mean else jnp.ones((), dtype)
     token_weight = jnp.broadcast_to(1 / divisor, labels.shape)
     if layout.vocab:
         losses, lse, status = per_token_forward(
-            hidden,
-            weight,
-            bias,
-            labels,
-            counted,
-            hyper,
-            block_options(layout, options, hidden, weight, reduced=False),
+            hidden, weight, bias, labels, counted, hyper, per_token_options
         )
         loss_sum = jnp.sum(losses)
         d_hidden, d_weight, d_bias = per_token_backward(
