@@ -13,5 +13,12 @@ from .losses._vocab_parallel import vocab_parallel_cross_entropy as vocab_parall
 from .losses._vocab_parallel import (
     vocab_parallel_linear_cross_entropy as vocab_parallel_linear_cross_entropy,
 )
+from .losses._vocab_parallel import (
+    vocab_parallel_linear_softmax_stats as vocab_parallel_linear_softmax_stats,
+)
 
-__all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
+__all__ = [
+    "vocab_parallel_cross_entropy",
+    "vocab_parallel_linear_cross_entropy",
+    "vocab_parallel_linear_softmax_stats",
+]

@@ -272,12 +272,33 @@ def check_jit_sharding(namespace):
     assert namespace["d_weight"].sharding.is_equivalent_to(weight.sharding, weight.ndim)
 
 
+def check_reinforcement_learning(namespace):
+    """The PPO recipe's log-probs and the logged statistics equal the dense ones."""
+    import chex
+    import jax
+
+    hidden, weight, actions = namespace["hidden"], namespace["weight"], namespace["actions"]
+    logits = hidden @ weight
+    log_probs = jax.nn.log_softmax(logits / 0.9)
+    chex.assert_tree_all_finite(namespace["grads"])
+    chex.assert_shape(namespace["grads"][1], weight.shape)
+    stats = namespace["stats"]
+    dense_lse = jax.nn.logsumexp(logits, axis=-1)
+    np.testing.assert_allclose(stats.logsumexp, dense_lse, rtol=1e-5)
+    np.testing.assert_array_equal(stats.argmax, logits.argmax(-1))
+    np.testing.assert_allclose(
+        namespace["accuracy"], np.mean(np.asarray(logits.argmax(-1) == actions))
+    )
+    assert np.isfinite(np.asarray(log_probs)).all()
+
+
 SECTION_CHECKS = {
     "jxent": check_before_and_after,
     "Usage": check_usage,
     "Migrating from optax": check_migrating,
     "Validation mode": check_validation,
     "Large vocabularies": check_large_vocabulary,
+    "Reinforcement learning and logging": check_reinforcement_learning,
     "Many devices": check_jit_sharding,
     "Inside `shard_map`": check_many_devices,
 }

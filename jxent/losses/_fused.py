@@ -7,7 +7,7 @@ sweeps: per-token losses recompute blocks of logits in the backward
 need the logits this loss exists not to store.
 """
 
-from typing import Literal
+from typing import Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,7 @@ from ._fused_kernels import (
     accumulation_dtype,
     token_status,
 )
+from ._fused_online import SoftmaxStats
 from ._fused_per_token import per_token_cross_entropy
 from ._fused_reduced import reduced_cross_entropy, reduction_divisor
 from ._integer import smoothing_and_z_loss
@@ -29,7 +30,7 @@ from ._integer import smoothing_and_z_loss
 Reduction = Literal["none", "sum", "mean"]
 
 
-def _checked_arguments(hidden, weight, labels, bias, *, reduction):
+def checked_arguments(hidden, weight, labels, bias, *, reduction):
     hidden = floating_array(hidden, "hidden")
     weight = floating_array(weight, "weight")
     if weight.ndim != 2:
@@ -57,7 +58,7 @@ def _checked_arguments(hidden, weight, labels, bias, *, reduction):
     return hidden, weight, labels, bias
 
 
-def _hyperparameters(label_smoothing, z_loss, softcap, dtype) -> Hyperparameters:
+def hyperparameters(label_smoothing, z_loss, softcap, dtype) -> Hyperparameters:
     """The scalar options as arrays (concrete or traced), None where statically off.
 
     They are not differentiated: a schedule passes them as data.
@@ -75,7 +76,7 @@ def _hyperparameters(label_smoothing, z_loss, softcap, dtype) -> Hyperparameters
     )
 
 
-def _positive_or_none(value: int | None, name: str) -> int | None:
+def positive_or_none(value: int | None, name: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
@@ -100,22 +101,24 @@ def fused_cross_entropy(
     block_size: int | None,
     token_block_size: int | None,
     axis_name: str | tuple[str, ...] | None,
-) -> jax.Array:
+    return_stats: bool = False,
+) -> jax.Array | tuple[jax.Array, SoftmaxStats]:
     """:func:`linear_cross_entropy` on a weight that may be a vocabulary shard."""
-    hidden, weight, labels, bias = _checked_arguments(
+    hidden, weight, labels, bias = checked_arguments(
         hidden, weight, labels, bias, reduction=reduction
     )
-    hyper = _hyperparameters(label_smoothing, z_loss, softcap, accumulation_dtype(hidden, weight))
+    hyper = hyperparameters(label_smoothing, z_loss, softcap, accumulation_dtype(hidden, weight))
     counted = class_mask(where, labels.shape)
     reduced = reduction != "none"
     # The one-sweep reduced path needs whole vocabulary rows on one device.
     one_sweep = reduced and axis_name is None
     options = LinearCrossEntropyOptions(
         ignore_index=check_ignore_index(ignore_index),
-        block_size=_positive_or_none(block_size, "block_size"),
-        token_block_size=_positive_or_none(token_block_size, "token_block_size"),
+        block_size=positive_or_none(block_size, "block_size"),
+        token_block_size=positive_or_none(token_block_size, "token_block_size"),
         axis_name=axis_name,
         skips_tokens=where is not None or ignore_index is not None,
+        statistics=bool(return_stats),
     )
     if _validation.enabled():
         checked = labels if counted is None else jnp.where(counted, labels, 0)
@@ -130,13 +133,61 @@ def fused_cross_entropy(
     flat_counted = None if counted is None else counted.reshape(-1)
     if one_sweep:
         args = (flat_hidden, weight, bias, flat_labels, flat_counted)
-        return reduced_cross_entropy(*args, hyper, options, reduction == "mean")
-    args = (flat_hidden, weight, bias, flat_labels, flat_counted, hyper)
-    losses = per_token_cross_entropy(*args, options)
-    if not reduced:
-        return losses.reshape(labels.shape)
-    status = token_status(flat_labels, flat_counted, weight.shape[1], options)
-    return jnp.sum(losses) / reduction_divisor(status, reduction == "mean", losses.dtype)
+        result = reduced_cross_entropy(*args, hyper, options, reduction == "mean")
+    else:
+        args = (flat_hidden, weight, bias, flat_labels, flat_counted, hyper)
+        result = per_token_cross_entropy(*args, options)
+    loss, extras = result if return_stats else (result, ())
+    if reduced and not one_sweep:
+        status = token_status(flat_labels, flat_counted, weight.shape[1], options)
+        loss = jnp.sum(loss) / reduction_divisor(status, reduction == "mean", loss.dtype)
+    elif not reduced:
+        loss = loss.reshape(labels.shape)
+    if not return_stats:
+        return loss
+    # The statistics of the loss's sweep; their gradient is not the loss's.
+    log_prob, entropy, logsumexp, argmax = (
+        jax.lax.stop_gradient(x).reshape(labels.shape) for x in extras
+    )
+    return loss, SoftmaxStats(log_prob, entropy, logsumexp, argmax)
+
+
+@overload
+def linear_cross_entropy(
+    hidden: jax.typing.ArrayLike,
+    weight: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    bias: jax.typing.ArrayLike | None = None,
+    where: jax.typing.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: Reduction = "none",
+    block_size: int | None = None,
+    token_block_size: int | None = None,
+    return_stats: Literal[False] = False,
+) -> jax.Array: ...
+
+
+@overload
+def linear_cross_entropy(
+    hidden: jax.typing.ArrayLike,
+    weight: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    bias: jax.typing.ArrayLike | None = None,
+    where: jax.typing.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: Reduction = "none",
+    block_size: int | None = None,
+    token_block_size: int | None = None,
+    return_stats: Literal[True],
+) -> tuple[jax.Array, SoftmaxStats]: ...
 
 
 def linear_cross_entropy(
@@ -153,7 +204,8 @@ def linear_cross_entropy(
     reduction: Reduction = "none",
     block_size: int | None = None,
     token_block_size: int | None = None,
-) -> jax.Array:
+    return_stats: bool = False,
+) -> jax.Array | tuple[jax.Array, SoftmaxStats]:
     r"""Cross-entropy of ``hidden @ weight + bias`` without holding the logits.
 
     Equals ``softmax_cross_entropy_with_integer_labels(softcap(hidden @ weight
@@ -214,11 +266,18 @@ def linear_cross_entropy(
         rows (1024 rows at V = 131072: about 530 MiB of temporaries besides
         the ``4·D·V``-byte ``d_weight`` accumulator).
         Larger tiles run faster on a GPU and cost memory.
+      return_stats: also return the per-token :class:`SoftmaxStats` of the
+        logits (at temperature 1, ``log_prob`` of the labels; 0 for ignored and
+        masked tokens), from the same sweep at no extra matmul: the
+        log-normaliser for a z-loss log, ``argmax == labels`` for accuracy.
+        They are not differentiated (the gradient is the loss's alone; see
+        :func:`linear_softmax_stats` for differentiable statistics).
 
     Returns:
       Per-token losses ``[...]`` in float32 (float64 under x64 for float64
       inputs), or their float32 sum or mean. Labels outside ``[0, V)`` other
-      than ``ignore_index`` give NaN (and make a sum or mean NaN).
+      than ``ignore_index`` give NaN (and make a sum or mean NaN). With
+      ``return_stats``, a pair ``(loss, stats)``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
@@ -244,4 +303,5 @@ def linear_cross_entropy(
         block_size=block_size,
         token_block_size=token_block_size,
         axis_name=None,
+        return_stats=return_stats,
     )

@@ -34,6 +34,12 @@ class LinearCrossEntropyOptions(NamedTuple):
     # A token mask or ignore_index: skipped tokens' hidden rows are zeroed in
     # each tile (they may be NaN), at the cost of a copy of the tile.
     skips_tokens: bool = False
+    # Also return the per-token softmax statistics (log-prob, entropy,
+    # log-sum-exp, argmax) of the cross-entropy's sweep.
+    statistics: bool = False
+    # Logits per tile of a per-token sweep when token_block_size is None (None:
+    # the cross-entropy's 2**23).
+    tile_budget: int | None = None
 
 
 # Default tiles, from measurements (XLA's temporaries at 8192 tokens, D = 2048,
@@ -70,7 +76,7 @@ def tiles(
             rows = _power_of_two_at_most(_REDUCED_TILE / max(local_vocab, 1))
             token_block = min(rows, _REDUCED_MAX_ROWS)
         else:
-            token_block = _power_of_two_at_most(_PER_TOKEN_TILE / block)
+            token_block = _power_of_two_at_most((options.tile_budget or _PER_TOKEN_TILE) / block)
     token_block = max(1, min(token_block, tokens))
     return options._replace(block_size=block, token_block_size=token_block)
 
@@ -189,38 +195,56 @@ def tile_logit_gradient(
     logits: jax.Array,
     lse: jax.Array,
     is_label: jax.Array,
-    scales: "_LossScales",
+    scales: "LogitGradientScales",
     softcap: jax.Array | None,
 ) -> jax.Array:
-    """d loss / d (hidden @ weight + bias) on one tile, in the accumulation dtype.
+    """d objective / d (hidden @ weight + bias) on one tile, in the accumulation dtype.
 
-    With ``c`` the per-token cotangent: ``c (1 + 2 λ lse) p_j - c α / V - c (1 - α) [j = k]``,
-    times the soft-cap's ``1 - (z_j / cap)²``.
+    With ``s = z / T`` and ``p = softmax(s)``, the gradient with respect to ``s`` is
+    ``prob·p_j - uniform - label·[j = k] - entropy·p_j (log p_j + H)`` (the last term
+    0 where ``p_j = 0``), then times ``1 / T`` and the soft-cap's ``1 - (z_j / cap)²``.
     """
-    probs = jnp.exp(logits - lse[:, None])
-    d_logits = scales.prob[:, None] * probs - scales.uniform[:, None]
+    scaled = logits
+    if scales.inverse_temperature is not None:
+        scaled = logits * scales.inverse_temperature[:, None]
+    log_probs = scaled - lse[:, None]
+    probs = jnp.exp(log_probs)
+    if scales.entropy is not None and scales.entropy_value is not None:
+        surprise = log_probs + scales.entropy_value[:, None]
+        coefficient = scales.prob[:, None] - scales.entropy[:, None] * surprise
+        d_logits = jnp.where(probs == 0, 0, probs * coefficient)
+    else:
+        d_logits = scales.prob[:, None] * probs
+    if scales.uniform is not None:
+        d_logits = d_logits - scales.uniform[:, None]
     d_logits = jnp.where(is_label, d_logits - scales.label[:, None], d_logits)
+    if scales.inverse_temperature is not None:
+        d_logits = d_logits * scales.inverse_temperature[:, None]
     if softcap is not None:
         d_logits = d_logits * (1 - (logits / softcap) ** 2)
     return d_logits
 
 
-class _LossScales(NamedTuple):
-    """Per-token coefficients of the three terms of d loss / d logits."""
+class LogitGradientScales(NamedTuple):
+    """Per-token coefficients of the terms of :func:`tile_logit_gradient` (None: absent)."""
 
     prob: jax.Array
     label: jax.Array
-    uniform: jax.Array
+    uniform: jax.Array | None = None
+    entropy: jax.Array | None = None  # the entropy's cotangent
+    entropy_value: jax.Array | None = None  # H per token
+    inverse_temperature: jax.Array | None = None
 
 
 def loss_scales(
     cotangent: jax.Array, lse: jax.Array, vocab: int, hyper: Hyperparameters
-) -> _LossScales:
-    """The coefficients of :func:`tile_logit_gradient` for a per-token cotangent."""
+) -> LogitGradientScales:
+    """The coefficients of :func:`tile_logit_gradient` for a per-token cotangent of the
+    cross-entropy."""
     prob = cotangent if hyper.z_loss is None else cotangent * (1 + 2 * hyper.z_loss * lse)
     if hyper.label_smoothing is None:
-        return _LossScales(prob=prob, label=cotangent, uniform=jnp.zeros_like(cotangent))
-    return _LossScales(
+        return LogitGradientScales(prob=prob, label=cotangent)
+    return LogitGradientScales(
         prob=prob,
         label=cotangent * (1 - hyper.label_smoothing),
         uniform=cotangent * (hyper.label_smoothing / vocab),

@@ -18,7 +18,6 @@ from ._fused_kernels import (
     LinearCrossEntropyOptions,
     TokenStatus,
     accumulation_dtype,
-    combine_loss,
     for_each_slice,
     loss_scales,
     matmul_dtype,
@@ -30,15 +29,14 @@ from ._fused_kernels import (
     token_status,
     zero_skipped,
 )
-from ._fused_partition import Layout, like, run_sharded
-from ._fused_per_token import (
-    FORWARD_ROLES,
-    block_options,
-    per_token_backward,
+from ._fused_online import (
+    Wanted,
+    cross_entropy_from_statistics,
+    full_row_statistics,
     per_token_forward,
-    sharded_forward,
 )
-from ._integer import log_total_from_rest, rest_and_count
+from ._fused_partition import Layout, like, run_sharded
+from ._fused_per_token import FORWARD_ROLES, block_options, per_token_backward, sharded_forward
 
 
 def reduction_divisor(status: TokenStatus, mean: bool, dtype) -> jax.Array:
@@ -49,44 +47,46 @@ def reduction_divisor(status: TokenStatus, mean: bool, dtype) -> jax.Array:
     return jnp.maximum(jnp.sum(~status.skipped), 1).astype(dtype)
 
 
-def _reduced_loss(hidden, weight, bias, labels, counted, hyper, options, mean) -> jax.Array:
-    """Σ or mean over counted tokens of the losses of ``hidden[N, D] @ weight[D, V] + bias``.
+def _reduced_loss(hidden, weight, bias, labels, counted, hyper, options, mean):
+    """Σ or mean over counted tokens of the losses of ``hidden[N, D] @ weight[D, V] + bias``
+    (and, with ``options.statistics``, the tokens' softmax statistics, not
+    differentiated). ``hyper`` is not differentiated (its cotangent is 0)."""
+    losses, _, status, extras = sharded_forward(
+        hidden, weight, bias, labels, counted, hyper, options
+    )
+    loss = jnp.sum(losses) / reduction_divisor(status, mean, losses.dtype)
+    return (loss, extras) if options.statistics else loss
 
-    ``hyper`` is not differentiated (its cotangent is 0).
-    """
-    losses, _, status = sharded_forward(hidden, weight, bias, labels, counted, hyper, options)
-    return jnp.sum(losses) / reduction_divisor(status, mean, losses.dtype)
 
-
-def _one_sweep(hidden, weight, bias, labels, status, token_weight, hyper, options):
-    """(Σ loss, d_hidden, d_weight, d_bias) of this block in one sweep over token tiles
-    holding full vocabulary rows."""
+def _one_sweep(hidden, weight, bias, labels, counted, skipped, token_weight, hyper, options):
+    """(Σ loss, d_hidden, d_weight, d_bias, statistics) of this block in one sweep over
+    token tiles holding full vocabulary rows (statistics ``()`` unless
+    ``options.statistics``)."""
     dtype = accumulation_dtype(hidden, weight)
     operand = matmul_dtype(hidden, weight)
     vocab = weight.shape[1]
-    columns = jnp.arange(vocab)
+    columns = jnp.arange(vocab, dtype=jnp.int32)
+    wanted = Wanted(
+        logit_sum=hyper.label_smoothing is not None,
+        entropy=options.statistics,
+        argmax=options.statistics,
+    )
 
     def token_tile(start, size, carry):
-        loss_sum, d_hidden, d_weight, d_bias = carry
-        tile_status = type(status)(*(take(s, start, size, 0) for s in status))
+        loss_sum, d_hidden, d_weight, d_bias, extras = carry
         # A skipped token is never read: its hidden state may be NaN (padding).
-        h = zero_skipped(take(hidden, start, size, 0), tile_status.skipped, options)
+        h = zero_skipped(take(hidden, start, size, 0), take(skipped, start, size, 0), options)
         y = take(labels, start, size, 0)
+        tile_counted = None if counted is None else take(counted, start, size, 0)
         logits = tile_logits(h, weight, bias, hyper.softcap)
-        peak = jnp.max(logits, axis=1)
-        empty = peak == -jnp.inf
-        peak = jnp.where(empty, 0, peak)
-        rest, count = rest_and_count(logits, jnp.exp(logits - peak[:, None]), peak)
-        log_total = log_total_from_rest(rest, count, empty)
         is_label = columns[None, :] == y[:, None]
-        label_logit = jnp.sum(jnp.where(is_label, logits, 0), axis=1)
-        smoothing = hyper.label_smoothing is not None
-        mean_logit = jnp.mean(logits, axis=1) if smoothing else None
-        tile_status = tile_status._replace(skipped=tile_status.skipped | empty)
-        losses = combine_loss(peak, log_total, label_logit, mean_logit, tile_status, hyper)
+        stats = full_row_statistics(logits, is_label, columns[None, :], wanted)
+        losses, lse, tile_status, tile_extras = cross_entropy_from_statistics(
+            stats, y, tile_counted, vocab, hyper, options
+        )
         loss_sum = loss_sum + jnp.sum(losses)
+        extras = tuple(put(e, t, start, 0) for e, t in zip(extras, tile_extras, strict=True))
 
-        lse = peak + log_total
         cotangent = per_token_cotangent(take(token_weight, start, size, 0), tile_status, dtype)
         scales = loss_scales(cotangent, lse, vocab, hyper)
         d_logits = tile_logit_gradient(logits, lse, is_label, scales, hyper.softcap)
@@ -100,14 +100,16 @@ def _one_sweep(hidden, weight, bias, labels, status, token_weight, hyper, option
         )
         if d_bias is not None:
             d_bias = d_bias + jnp.sum(d_logits, axis=0)
-        return loss_sum, d_hidden, d_weight, d_bias
+        return loss_sum, d_hidden, d_weight, d_bias, extras
 
-    sources = (hidden, weight, bias, labels, *status)
+    sources = (hidden, weight, bias, labels, counted, skipped)
+    tokens = varying_like(jnp.zeros(labels.shape, dtype), *sources)
     init = (
         varying_like(jnp.zeros((), dtype), *sources),
         varying_like(jnp.zeros(hidden.shape, dtype), *sources),
         varying_like(jnp.zeros(weight.shape, dtype), *sources),
         None if bias is None else varying_like(jnp.zeros(bias.shape, dtype), *sources),
+        (tokens, tokens, tokens, tokens.astype(jnp.int32)) if options.statistics else (),
     )
     return for_each_slice(hidden.shape[0], options.token_block_size, token_tile, init)
 
@@ -129,7 +131,7 @@ def _reduced_body(layout: Layout, static, *operands):
     divisor = jnp.maximum(count, 1) if mean else jnp.ones((), dtype)
     token_weight = jnp.broadcast_to(1 / divisor, labels.shape)
     if layout.vocab:
-        losses, lse, status = per_token_forward(
+        losses, lse, status, extras = per_token_forward(
             hidden, weight, bias, labels, counted, hyper, per_token_options
         )
         loss_sum = jnp.sum(losses)
@@ -139,13 +141,13 @@ def _reduced_body(layout: Layout, static, *operands):
         d_hidden = d_hidden.astype(dtype)
     else:
         options = block_options(layout, options, hidden, weight, reduced=True)
-        loss_sum, d_hidden, d_weight, d_bias = _one_sweep(
-            hidden, weight, bias, labels, status, token_weight, hyper, options
+        loss_sum, d_hidden, d_weight, d_bias, extras = _one_sweep(
+            hidden, weight, bias, labels, counted, status.skipped, token_weight, hyper, options
         )
         d_weight = layout.sum_weight_gradient(d_weight)
         d_bias = None if d_bias is None else all_sum(d_bias, tokens)
     loss = all_sum(loss_sum, tokens) / divisor
-    return tuple(x for x in (loss, d_hidden, d_weight, d_bias) if x is not None)
+    return tuple(x for x in (loss, d_hidden, d_weight, d_bias, *extras) if x is not None)
 
 
 def _reduced_fwd(
@@ -158,21 +160,25 @@ def _reduced_fwd(
     options: LinearCrossEntropyOptions,
     mean,
 ):
+    gradient_roles = ("nd", "rv") if bias is None else ("nd", "rv", "v")
     outputs = run_sharded(
         _reduced_body,
         (options, mean),
         (hidden, weight, bias, labels, counted, *hyper),
         FORWARD_ROLES,
-        ("", "nd", "rv") if bias is None else ("", "nd", "rv", "v"),
+        ("", *gradient_roles, *(("n",) * 4 if options.statistics else ())),
     )
     loss, d_hidden, d_weight, *rest = outputs
-    d_bias = rest[0] if rest else None
+    d_bias = rest.pop(0) if bias is not None else None
     # The gradients are of the reduced loss already; the backward only scales them.
-    return loss, (d_hidden, d_weight, d_bias, hidden, weight, bias, hyper)
+    residuals = (d_hidden, d_weight, d_bias, hidden, weight, bias, hyper)
+    return ((loss, tuple(rest)) if options.statistics else loss), residuals
 
 
 def _reduced_bwd(options, mean, residuals, d_loss):
-    del options, mean
+    del mean
+    if options.statistics:
+        d_loss, _ = d_loss  # the statistics are not differentiated
     d_hidden, d_weight, d_bias, hidden, weight, bias, hyper = residuals
 
     def scaled(gradient, primal):

@@ -5,6 +5,8 @@ import jax
 
 from .._arguments import as_float_array, class_mask
 from ._fused import Reduction, fused_cross_entropy
+from ._fused_online import SoftmaxStats
+from ._fused_stats import softmax_statistics
 from ._integer import integer_loss
 
 
@@ -79,7 +81,8 @@ def vocab_parallel_linear_cross_entropy(
     reduction: Reduction = "none",
     block_size: int | None = None,
     token_block_size: int | None = None,
-) -> jax.Array:
+    return_stats: bool = False,
+) -> jax.Array | tuple[jax.Array, SoftmaxStats]:
     r"""Fused projection + cross-entropy with the weight split along the vocabulary.
 
     :func:`jxent.losses.linear_cross_entropy` run blockwise on this device's
@@ -109,10 +112,13 @@ def vocab_parallel_linear_cross_entropy(
       reduction: ``"none"``, ``"sum"`` or ``"mean"`` over counted tokens.
       block_size: vocabulary columns per tile on each device (None: 1024).
       token_block_size: tokens per tile (None: chosen from the shapes).
+      return_stats: also return the per-token
+        :class:`jxent.losses.SoftmaxStats` of the loss's sweep (not
+        differentiated), as :func:`jxent.losses.linear_cross_entropy` does.
 
     Returns:
       Per-token losses ``[...]`` in float32, or their sum or mean, identical
-      on every device of the axis.
+      on every device of the axis; with ``return_stats``, ``(loss, stats)``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
@@ -136,6 +142,70 @@ def vocab_parallel_linear_cross_entropy(
         z_loss=z_loss,
         softcap=softcap,
         reduction=reduction,
+        block_size=block_size,
+        token_block_size=token_block_size,
+        axis_name=axis_name,
+        return_stats=return_stats,
+    )
+
+
+def vocab_parallel_linear_softmax_stats(
+    hidden: jax.typing.ArrayLike,
+    weight_shard: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike | None = None,
+    *,
+    axis_name: str | tuple[str, ...],
+    bias: jax.typing.ArrayLike | None = None,
+    temperature: jax.typing.ArrayLike = 1.0,
+    softcap: float | None = None,
+    where: jax.typing.ArrayLike | None = None,
+    block_size: int | None = None,
+    token_block_size: int | None = None,
+) -> SoftmaxStats:
+    r"""Fused per-token log-prob, entropy, log-normaliser and argmax with the weight
+    split along the vocabulary.
+
+    :func:`jxent.losses.linear_softmax_stats` run blockwise on this device's
+    ``weight_shard[D, V/n]``: the shards combine per-token maxima, rescaled sums
+    of exponentials and of exponential-weighted logits, label logits and the
+    lowest index at the maximum. ``hidden`` is replicated over ``axis_name``;
+    its gradient is the ``psum`` of the shards' contributions.
+
+    Args:
+      hidden: activations ``[..., D]``.
+      weight_shard: this device's ``[D, V/n]`` slice of the projection.
+      labels: optional integer labels ``[...]`` into the full vocabulary.
+      axis_name: the mesh axis (or axes) that splits the vocabulary.
+      bias: this device's ``[V/n]`` slice of the bias, or None.
+      temperature: T > 0, a scalar or per-token array; not differentiated.
+      softcap: c of the logit soft-cap ``c·tanh(z/c)``, or None.
+      where: boolean token mask broadcastable to the tokens' shape.
+      block_size: vocabulary columns per tile on each device (None: 1024).
+      token_block_size: tokens per tile (None: chosen from the shapes).
+
+    Returns:
+      A :class:`jxent.losses.SoftmaxStats` of per-token arrays, identical on
+      every device of the axis (``argmax`` indexes the full vocabulary).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import AxisType, PartitionSpec as P
+      >>> mesh = jax.make_mesh((1,), ("vocab",), axis_types=(AxisType.Auto,))
+      >>> entropy = jax.jit(jax.shard_map(
+      ...     lambda h, w: jxent.sharding.vocab_parallel_linear_softmax_stats(
+      ...         h, w, axis_name="vocab").entropy,
+      ...     mesh=mesh, in_specs=(P(), P(None, "vocab")), out_specs=P()))
+      >>> entropy(jnp.ones((2, 3)), jnp.zeros((3, 4)))
+      Array([1.3862944, 1.3862944], dtype=float32)
+    """
+    return softmax_statistics(
+        hidden,
+        weight_shard,
+        labels,
+        bias=bias,
+        temperature=temperature,
+        softcap=softcap,
+        where=where,
         block_size=block_size,
         token_block_size=token_block_size,
         axis_name=axis_name,
