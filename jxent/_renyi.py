@@ -5,9 +5,10 @@ On distributions both are a cumulant generating function divided by ε = α − 
   H_α(P) = -K(ε)/ε,  K(ε) = log E_P[e^{ε log p}]
   D_α(P‖Q) = K(ε)/ε,  K(ε) = log E_P[e^{ε log(p/q)}]
 
-Away from α = 1 that is a log-sum-exp. Near it, K(ε)/ε = U·ψ(εU) with
+Where K is near 0 (α near 1, and elsewhere), K(ε)/ε = U·ψ(εU) with
 U = E[x·φ(εx)], φ(x) = expm1(x)/x and ψ(y) = log1p(y)/y, which has no 0/0 and
-a finite derivative in α at α = 1, where it is Shannon's entropy or KL.
+a finite derivative in α at α = 1, where it is Shannon's entropy or KL. Where
+K is far from 0, K/ε is a log-sum-exp divided by ε, which loses nothing.
 
 Inputs are never renormalised (see _inputs). With masses s = Σp and t = Σq,
 the expectation is over the weights p/s of the values as given:
@@ -23,6 +24,9 @@ with y = (C + δ)/s, C = Σ p h(log(p/q)) a sum of non-negative terms
 (`log_ratio_excess`), δ = Σ (p - q) over P's support and m the mass of Q
 outside it: the same value, with no cancellation between terms of both signs.
 
+From probabilities the terms are _renyi_boundary's, differentiated in closed
+form (no slope 1/p anywhere: see there); from logits everything is in log space
+(log p = z - logsumexp z: a probability that underflows keeps its log).
 Probabilities that are 0 (and q = 0 < p) are kept out of all of that, derivatives
 included; _renyi_boundary.zero_classes gives them their one-sided derivatives.
 """
@@ -33,60 +37,20 @@ import jax.numpy as jnp
 from . import _inputs
 from ._arguments import Axis
 from ._primitives import exprel, log_ratio, log_ratio_excess, log_softmax
-from ._renyi_boundary import zero_classes
+from ._renyi_boundary import (
+    excess_term,
+    log1p_ratio_minus_one,
+    power_term,
+    shifted_log_sum,
+    zero_classes,
+)
 from ._units import in_base
-from ._zero_safe import zero_safe_mul
-
-# |α - 1| below this uses the series form; above it, the log-sum-exp.
-_SERIES_RADIUS = 0.25
 
 
-def _log1p_ratio_minus_one(y: jax.Array) -> jax.Array:
-    """log1p(y)/y - 1, 0 at 0, accurate near 0 (where it is about -y/2)."""
-    small = jnp.abs(y) < 1e-2
-    safe = jnp.where(small, 1.0, y)
-    ys = jnp.where(small, y, 0.0)
-    # log1p(y)/y - 1 = -y (1/2 - y (1/3 - y (1/4 - ...))), to y^8.
-    series = jnp.zeros_like(ys)
-    for k in range(10, 1, -1):
-        series = 1 / k - ys * series
-    return jnp.where(small, -ys * series, jnp.log1p(safe) / safe - 1)
-
-
-def _log1p_ratio(y: jax.Array) -> jax.Array:
-    """log1p(y) / y, 1 at 0, with an accurate derivative near 0."""
-    return 1 + _log1p_ratio_minus_one(y)
-
-
-def _log_sum_exp(x: jax.Array, keep: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """log Σ exp(x) over ``keep``; -inf when nothing is kept or every term is -inf."""
-    x = jnp.where(keep, x, -jnp.inf)
-    peak = jnp.max(x, axis=axes, keepdims=True)
-    peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0))
-    total = jnp.sum(jnp.where(keep, jnp.exp(x - peak), 0), axis=axes)
-    # -inf said directly: log's derivative at 0 would make every tangent NaN.
-    log_total = jnp.where(total > 0, jnp.log(jnp.where(total > 0, total, 1.0)), -jnp.inf)
-    return jnp.squeeze(peak, axes) + log_total
-
-
-def _log_sum_exp_ratio(log_weights, values, epsilon, keep, axes) -> jax.Array:
-    """log Σ_keep w e^{εx} / ε, the direct form of K(ε)/ε away from ε = 0.
-
-    ``x = +inf`` adds +inf for ε > 0 and nothing for ε < 0. Where ε is 0 or
-    infinite the result is a placeholder (the caller uses another form).
-    """
-    safe_epsilon = jnp.where((epsilon == 0) | jnp.isinf(epsilon), 1.0, epsilon)
-    eps_cols = jnp.expand_dims(safe_epsilon, axes)
-    finite_x = jnp.isfinite(values) & keep
-    exponent = jnp.where(
-        finite_x,
-        jnp.where(keep, log_weights, 0.0) + eps_cols * jnp.where(finite_x, values, 0.0),
-        -jnp.inf,
-    )
-    # x = +inf with ε > 0 makes the sum +inf: said directly, so that no
-    # infinity goes through exp (its gradient there would be NaN).
-    unbounded = jnp.any(keep & jnp.isposinf(values) & (eps_cols > 0), axis=axes)
-    return jnp.where(unbounded, jnp.inf, _log_sum_exp(exponent, keep, axes) / safe_epsilon)
+def _log_sum_exp(exponents, keep, axes) -> jax.Array:
+    """log Σ_keep e^{exponents}, for exponents whose own tangents are moderate (logits)."""
+    exponents = jnp.where(keep, exponents, 0.0)
+    return shifted_log_sum(lambda shift: jnp.exp(exponents - shift), exponents, keep, axes)
 
 
 def _extreme(values, keep, axes) -> jax.Array:
@@ -94,54 +58,27 @@ def _extreme(values, keep, axes) -> jax.Array:
     return jnp.max(jnp.where(keep, values, -jnp.inf), axis=axes)
 
 
-def _cumulant_ratio(log_weights, values, alpha, keep, axes):
-    """K(ε)/ε with K(ε) = log Σ_keep w e^{ε x}, ε = α - 1, w = exp(log_weights).
+def _cumulant_ratio(x, keep, alpha, axes, mean, log_sum):
+    """K(ε)/ε with K(ε) = log Σ_keep w e^{εx}, ε = α - 1, weights w summing to 1.
 
-    Rényi entropy is -K/ε with x = log p; Rényi divergence is K/ε with
-    x = log(p/q). ``x = +inf`` (q = 0 on P's support) is allowed.
+    ``mean(ok, eps_cols)`` is U = Σ_ok w x φ(εx) (εx < 50 on ``ok``),
+    ``log_sum(alpha_cols)`` is K(ε): the caller sums its own terms, each with
+    derivatives that suit its inputs. Rényi entropy is -K/ε with x = log p.
     """
-    epsilon = alpha - 1
-    near_one = jnp.abs(epsilon) < _SERIES_RADIUS
     infinite = jnp.isinf(alpha)
-    finite_x = jnp.isfinite(values) & keep
-    safe_x = jnp.where(finite_x, values, 0.0)
-    weights = jnp.where(keep, jnp.exp(jnp.where(keep, log_weights, 0.0)), 0.0)
-
-    # Series form near α = 1: K/ε = U ψ(εU), U = Σ w x φ(εx). For x = +inf,
-    # x φ(εx) = expm1(εx)/ε is +inf when ε >= 0 and -1/ε when ε < 0.
-    eps_near = jnp.where(near_one, epsilon, 0.0)
-    eps_cols = jnp.expand_dims(eps_near, axes)
-    negative_eps = jnp.where(eps_cols < 0, eps_cols, -1.0)
-    scaled = jnp.where(
-        finite_x,
-        safe_x * exprel(eps_cols * safe_x),
-        jnp.where(eps_cols < 0, -1 / negative_eps, jnp.inf),
-    )
-    mean = jnp.sum(zero_safe_mul(weights, jnp.where(keep, scaled, 0.0)), axis=axes)
-    finite_mean = jnp.isfinite(mean)
-    safe_mean = jnp.where(finite_mean, mean, 0.0)
-    series = jnp.where(finite_mean, safe_mean * _log1p_ratio(eps_near * safe_mean), mean)
-
-    # Log-sum-exp form away from α = 1 (α = 0 included).
-    eps_far = jnp.where(near_one | infinite, 1.0, epsilon)
-    eps_far_cols = jnp.expand_dims(eps_far, axes)
-    direct = _log_sum_exp_ratio(log_weights, values, eps_far, keep, axes)
-    # When K is near 0 its log-sum-exp, the log of a sum near 1, loses the
-    # digits of the result: K = log1p(Σ w expm1(εx) / Σ w) keeps them.
-    lifted = jnp.where(
-        finite_x, eps_far_cols * safe_x, jnp.where(eps_far_cols > 0, jnp.inf, -jnp.inf)
-    )
-    bounded = lifted < 50
-    safe_lifted = jnp.where(bounded, lifted, 0.0)
-    excess = jnp.sum(
-        zero_safe_mul(weights, jnp.where(keep, jnp.expm1(safe_lifted), 0.0)), axis=axes
-    )
-    total = jnp.sum(weights, axis=axes)
-    ratio = excess / jnp.where(total > 0, total, 1.0)
-    use_log1p = jnp.all(bounded | ~keep, axis=axes) & (jnp.abs(ratio) < 0.5)
-    direct = jnp.where(use_log1p, jnp.log1p(jnp.where(use_log1p, ratio, 0.0)) / eps_far, direct)
-
-    value = jnp.where(near_one, series, jnp.where(infinite, _extreme(values, keep, axes), direct))
+    epsilon = jnp.where(infinite, 0.0, alpha - 1)
+    eps_cols = jnp.expand_dims(epsilon, axes)
+    ok = keep & (eps_cols * jnp.where(keep, x, 0.0) < 50)
+    mean_value = mean(ok, eps_cols)
+    # K/ε = U ψ(εU) when K is near 0 (its log-sum-exp, the log of a sum near 1,
+    # would lose the digits of the result), near α = 1 included: no 0/0.
+    small = jnp.all(ok | ~keep, axis=axes) & ~infinite & (jnp.abs(epsilon * mean_value) < 0.5)
+    y = jnp.where(small, epsilon * mean_value, 0.0)
+    series = jnp.where(small, mean_value, 0.0) * (1 + log1p_ratio_minus_one(y))
+    # The log-sum-exp form otherwise (α = 0 included).
+    alpha_cols = jnp.expand_dims(jnp.where(infinite, 2.0, alpha), axes)
+    direct = log_sum(alpha_cols) / jnp.where(epsilon == 0, 1.0, epsilon)
+    value = jnp.where(small, series, jnp.where(infinite, _extreme(x, keep, axes), direct))
     # An empty distribution (nothing kept) has Rényi entropy 0.
     return jnp.where(jnp.any(keep, axis=axes), value, 0.0)
 
@@ -159,49 +96,77 @@ def _order(alpha, shape, axes, dtype) -> jax.Array:
     )
 
 
-def _log_weights(log_p, support, mass, axes) -> jax.Array:
-    """log(p/s) on the support, 0 off it; ``log_p`` is 0 off the support."""
-    log_mass = jnp.expand_dims(jnp.log(jnp.where(mass > 0, mass, 1.0)), axes)
-    return jnp.where(support, log_p - log_mass, 0.0)
+def _safe_log(x: jax.Array) -> jax.Array:
+    return jnp.log(jnp.where(x > 0, x, 1.0))
 
 
-def _entropy(log_p, support, mass, alpha, axes) -> jax.Array:
-    """-s K(ε)/ε, K(ε) = log Σ (p/s) e^{ε log p}; ``log_p`` is 0 off the support."""
-    log_weights = _log_weights(log_p, support, mass, axes)
-    return -mass * _cumulant_ratio(log_weights, log_p, alpha, support, axes)
+def _entropy(p, support, mass, alpha, axes) -> jax.Array:
+    """-s K(ε)/ε, K(ε) = log Σ (p/s) p^ε, from probabilities (0 off the support)."""
+    one = jnp.ones_like(p)
+    p_in = jnp.where(support, p, 1.0)
+    x = jnp.where(support, log_ratio(p_in, one), 0.0)
+    safe_mass = jnp.where(mass > 0, mass, 1.0)
+
+    def mean(ok, eps_cols):
+        terms = excess_term(False, jnp.where(ok, p, 1.0), one, eps_cols + 1)
+        return jnp.sum(jnp.where(ok, terms, 0.0), axis=axes) / safe_mass
+
+    def log_sum(alpha_cols):
+        exponents = jax.lax.stop_gradient(jnp.log(p_in) + (alpha_cols - 1) * x)
+        terms = lambda shift: power_term(0, 0, p_in, one, alpha_cols, shift)  # noqa: E731
+        return shifted_log_sum(terms, exponents, support, axes) - _safe_log(mass)
+
+    return -mass * _cumulant_ratio(x, support, alpha, axes, mean, log_sum)
 
 
-def _divergence(p, q, x, log_p, support, sums, alpha, axes) -> jax.Array:
-    """s K(ε)/ε + t - s, K(ε) = log Σ (p/s) e^{ε x}, x = log(p/q) on P's support.
+def _entropy_of_logits(log_p, support, alpha, axes) -> jax.Array:
+    """-K(ε)/ε, K(ε) = log Σ p e^{ε log p}, in log space (``log_p`` 0 off the support)."""
+    weights = jnp.where(support, jnp.exp(log_p), 0.0)
+
+    def mean(ok, eps_cols):
+        x = jnp.where(ok, log_p, 0.0)
+        return jnp.sum(jnp.where(ok, weights * x * exprel(eps_cols * x), 0.0), axis=axes)
+
+    def log_sum(alpha_cols):
+        return _log_sum_exp(alpha_cols * log_p, support, axes)
+
+    return -_cumulant_ratio(log_p, support, alpha, axes, mean, log_sum)
+
+
+def _divergence(x, support, covered, sums, alpha, axes, excess, log_sum) -> jax.Array:
+    """s K(ε)/ε + t - s, K(ε) = log Σ (p/s) e^{ε x}, x = log(p/q) on P's support
+    (+inf where q = 0 < p).
 
     ``sums`` are s, δ = Σ (p - q) over P's support and the mass of Q outside
-    it, so that t - s = off_support - δ. ``log_p`` is 0 off the support.
+    it, so that t - s = off_support - δ. ``excess(ok, alpha_cols)`` is Σ p h(x)
+    over P's support (log_ratio_excess's terms; x finite, εx < 50 on ``ok``, 0
+    on the covered classes outside it), ``log_sum(covered, alpha_cols)`` is
+    log Σ_covered p^α q^(1-α) - log s: the caller sums its terms.
     """
     mass, delta, off_support = sums
-    epsilon = alpha - 1
     finite_alpha = jnp.isfinite(alpha)
-    safe_epsilon = jnp.where(finite_alpha, epsilon, 0.0)
-    eps_cols = jnp.expand_dims(safe_epsilon, axes)
-    # Excess form, for α near 1 and wherever D is near 0 (see the module doc).
-    finite_x = support & jnp.isfinite(x)
-    bounded = jnp.where(finite_x, eps_cols * jnp.where(finite_x, x, 0.0), 0.0) < 50
+    epsilon = jnp.where(finite_alpha, alpha - 1, 0.0)
+    eps_cols = jnp.expand_dims(epsilon, axes)
+    # Excess form wherever D is near 0 (see the module doc), α = 1 included.
+    bounded = eps_cols * jnp.where(covered, x, 0.0) < 50
     alpha_cols = jnp.expand_dims(jnp.where(finite_alpha, alpha, 1.0), axes)
-    terms = log_ratio_excess(p, q, jnp.where(bounded, x, 0.0), alpha_cols)
-    excess = jnp.sum(jnp.where(support, terms, 0.0), axis=axes)
-    infinite = jnp.isposinf(excess)
-    excess = jnp.where(infinite, 0.0, excess)
-    z = safe_epsilon * (excess + delta) / jnp.where(mass > 0, mass, 1.0)
-    # z <= -1 only when Q gives P's support no mass (α < 1): D = +inf.
-    reachable = z > -1
-    psi_minus_one = _log1p_ratio_minus_one(jnp.where(reachable, z, 0.0))
-    small = excess * (1 + psi_minus_one) + delta * psi_minus_one + off_support
-    small = jnp.where(infinite | ~reachable, jnp.inf, small)
-    all_bounded = jnp.all(bounded | ~support, axis=axes)
-    use_small = all_bounded & ((jnp.abs(epsilon) < _SERIES_RADIUS) | (jnp.abs(z) < 0.5))
-    # Log-sum-exp form otherwise (α = 0 and ∞ included): K is then far from
-    # 0 (or some e^{εx} would overflow), and K/ε loses nothing, near α = 1 too.
-    log_weights = _log_weights(log_p, support, mass, axes)
-    ratio = _log_sum_exp_ratio(log_weights, x, epsilon, support, axes)
+    total = excess(covered & bounded, alpha_cols)
+    infinite = jnp.isposinf(total)
+    total = jnp.where(infinite, 0.0, total)
+    z = epsilon * (total + delta) / jnp.where(mass > 0, mass, 1.0)
+    use_small = jnp.all(bounded | ~support, axis=axes) & (jnp.abs(z) < 0.5)
+    psi_minus_one = log1p_ratio_minus_one(jnp.where(use_small, z, 0.0))
+    small = total * (1 + psi_minus_one) + delta * psi_minus_one + off_support
+    small = jnp.where(infinite, jnp.inf, small)
+    # Log-sum-exp form otherwise (α = 0 and ∞ included): K is then far from 0
+    # (or some e^{εx} would overflow), and K/ε loses nothing, near α = 1 too.
+    # x = +inf (q = 0 < p) makes the sum +inf for ε > 0 and adds nothing below.
+    unbounded = jnp.any(support & ~covered, axis=axes) & (epsilon > 0)
+    log_sum_value = log_sum(covered, alpha_cols)
+    # Q gives P's support no mass: -inf, said directly (with no slope in the mass).
+    log_sum_value = jnp.where(jnp.isneginf(log_sum_value), -jnp.inf, log_sum_value)
+    ratio = log_sum_value / jnp.where(epsilon == 0, 1.0, epsilon)
+    ratio = jnp.where(unbounded, jnp.inf, ratio)
     ratio = jnp.where(finite_alpha, ratio, _extreme(x, support, axes))
     ratio = jnp.where(jnp.any(support, axis=axes), ratio, 0.0)
     # +inf is said directly: mass · inf would make the gradient of mass NaN.
@@ -209,6 +174,48 @@ def _divergence(p, q, x, log_p, support, sums, alpha, axes) -> jax.Array:
     far = mass * jnp.where(finite_ratio, ratio, 0.0) + off_support - delta
     far = jnp.where(finite_ratio, far, ratio)
     return jnp.where(finite_alpha & use_small, small, far)
+
+
+def _divergence_of_probabilities(p, q, x, support, covered, sums, alpha, axes):
+    """_divergence with the terms differentiated in closed form (p, q > 0 where used)."""
+    one = jnp.ones_like(p)
+    uncovered = support & ~covered
+    safe_log_mass = _safe_log(sums[0])
+
+    def excess(ok, alpha_cols):
+        terms = excess_term(True, jnp.where(ok, p, 1.0), jnp.where(ok, q, 1.0), alpha_cols)
+        # q = 0 < p: p α/(1 - α) below α = 1, +inf from it on.
+        missing = log_ratio_excess(jnp.where(uncovered, p, 1.0), one, jnp.inf * one, alpha_cols)
+        return jnp.sum(jnp.where(ok, terms, jnp.where(uncovered, missing, 0.0)), axis=axes)
+
+    def log_sum(keep, alpha_cols):
+        p_in, q_in = jnp.where(keep, p, 1.0), jnp.where(keep, q, 1.0)
+        exponents = jax.lax.stop_gradient(jnp.log(p_in) + (alpha_cols - 1) * log_ratio(p_in, q_in))
+        terms = lambda shift: power_term(0, 0, p_in, q_in, alpha_cols, shift)  # noqa: E731
+        return shifted_log_sum(terms, exponents, keep, axes) - safe_log_mass
+
+    return _divergence(x, support, covered, sums, alpha, axes, excess, log_sum)
+
+
+def _divergence_of_logits(log_p, log_q, support, covered, sums, alpha, axes):
+    """_divergence in log space: a probability that underflows keeps its log."""
+    x = jnp.where(covered, log_p - jnp.where(covered, log_q, 0.0), jnp.where(support, jnp.inf, 0.0))
+    p, q = jnp.exp(log_p), jnp.exp(log_q)
+
+    def excess(ok, alpha_cols):
+        x_ok = jnp.where(ok | (support & ~covered), x, 0.0)
+        terms = log_ratio_excess(p, q, x_ok, alpha_cols)
+        return jnp.sum(jnp.where(support, terms, 0.0), axis=axes)
+
+    def log_sum(keep, alpha_cols):
+        lp, lq = jnp.where(keep, log_p, 0.0), jnp.where(keep, log_q, 0.0)
+        # α log p + (1-α) log q: exact at α = 0 and 1, no cancellation between;
+        # above α = 1 as log p + ε x, with x = log(p/q) as accurate as it is.
+        between = alpha_cols * lp + (1 - alpha_cols) * lq
+        above = lp + (alpha_cols - 1) * jnp.where(keep, x, 0.0)
+        return _log_sum_exp(jnp.where(alpha_cols <= 1, between, above), keep, axes)
+
+    return _divergence(x, support, covered, sums, alpha, axes, excess, log_sum)
 
 
 def _nan_for_nan_order(value, alpha):
@@ -265,9 +272,8 @@ def renyi_entropy(
     support = p > 0
     # Zero probabilities are differentiated by zero_classes alone.
     p_in = jnp.where(p == 0, 0.0, p)
-    log_p = jnp.where(support, jnp.log(jnp.where(support, p_in, 1.0)), 0.0)
     mass = dist.total(p_in)
-    value = _entropy(log_p, support, mass, alpha, dist.axes)
+    value = _entropy(p_in, support, mass, alpha, dist.axes)
     r = -value / jnp.where(mass > 0, mass, 1.0)
     value = value + zero_classes(dist.axes, dist.mask, p, None, r, mass, alpha)
     return dist.finish(_nan_for_nan_order(value, alpha), base)
@@ -329,13 +335,12 @@ def renyi_divergence(
     p_in, q_in = jnp.where(p == 0, 0.0, p), jnp.where(support & ~covered, 0.0, q)
     ratio = log_ratio(jnp.where(covered, p_in, 1.0), jnp.where(covered, q_in, 1.0))
     x = jnp.where(covered, ratio, jnp.where(support, jnp.inf, 0.0))
-    log_p = jnp.where(support, jnp.log(jnp.where(support, p_in, 1.0)), 0.0)
     sums = (
         dist.total(p_in),
         dist.total(jnp.where(support, p_in - q_in, 0.0)),
         dist.total(jnp.where(support, 0.0, q_in)),
     )
-    value = _divergence(p_in, q_in, x, log_p, support, sums, alpha, dist.axes)
+    value = _divergence_of_probabilities(p_in, q_in, x, support, covered, sums, alpha, dist.axes)
     # r = log(S/s)/ε, from D = s r + t - s (t - s is the mass off P's support less δ).
     mass, delta, off_support = sums
     r = jnp.where(jnp.isfinite(value), value, 0.0) - (off_support - delta)
@@ -376,7 +381,7 @@ def renyi_entropy_from_logits(
     log_p = log_softmax(logits, axes)
     support = log_p > -jnp.inf
     alpha = _order(alpha, logits.shape, axes, logits.dtype)
-    value = _entropy(jnp.where(support, log_p, 0.0), support, jnp.ones_like(alpha), alpha, axes)
+    value = _entropy_of_logits(jnp.where(support, log_p, 0.0), support, alpha, axes)
     value = _inputs.nan_where_nan(value, [logits], axes)
     return in_base(_nan_for_nan_order(value, alpha), base)
 
@@ -413,18 +418,16 @@ def renyi_divergence_from_logits(
     """
     log_p, log_q, axes = _inputs.log_softmax_pair(p_logits, q_logits, axis=axis, where=where)
     alpha = _order(alpha, log_p.shape, axes, log_p.dtype)
-    p, q = jnp.exp(log_p), jnp.exp(log_q)
     # P's support is where its logit is finite: a class whose probability
     # underflows can still dominate Σ p^α q^(1-α) (α < 1), and the log-sum-exp
     # form reads it from its log.
     support = log_p > -jnp.inf
     covered = support & (log_q > -jnp.inf)
-    x = jnp.where(covered, log_p - jnp.where(covered, log_q, 0.0), jnp.where(support, jnp.inf, 0.0))
     # Both are distributions: s = t = 1, and Σ (p - q) over P's support is
     # exactly the mass of Q outside it.
-    off_support = jnp.sum(jnp.where(support, 0.0, q), axis=axes)
+    off_support = jnp.sum(jnp.where(support, 0.0, jnp.exp(log_q)), axis=axes)
     sums = (jnp.ones_like(off_support), off_support, off_support)
-    value = _divergence(p, q, x, jnp.where(support, log_p, 0.0), support, sums, alpha, axes)
+    value = _divergence_of_logits(log_p, log_q, support, covered, sums, alpha, axes)
     # An empty P (every logit -inf or masked) has divergence 0, as in KL.
     value = jnp.where(jnp.any(support, axis=axes), value, 0.0)
     value = _inputs.nan_where_nan(value, [log_p, log_q], axes)

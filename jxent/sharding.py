@@ -14,11 +14,15 @@ from .losses._vocab_parallel import (
     vocab_parallel_linear_cross_entropy as vocab_parallel_linear_cross_entropy,
 )
 from .losses._vocab_parallel import (
+    vocab_parallel_linear_distillation_loss as vocab_parallel_linear_distillation_loss,
+)
+from .losses._vocab_parallel import (
     vocab_parallel_linear_softmax_stats as vocab_parallel_linear_softmax_stats,
 )
 
 __all__ = [
     "vocab_parallel_cross_entropy",
     "vocab_parallel_linear_cross_entropy",
+    "vocab_parallel_linear_distillation_loss",
     "vocab_parallel_linear_softmax_stats",
 ]

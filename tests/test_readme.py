@@ -292,6 +292,25 @@ def check_reinforcement_learning(namespace):
     assert np.isfinite(np.asarray(log_probs)).all()
 
 
+def check_distillation(namespace):
+    """The fused loss equals distillation_loss plus the hard term on the dense logits."""
+    import chex
+
+    import jxent
+
+    student = namespace["student_hidden"] @ namespace["student_weight"]
+    teacher = namespace["teacher_hidden"] @ namespace["teacher_weight"]
+    labels = namespace["labels"]
+    counted = labels != -100
+    soft = jxent.losses.distillation_loss(student, teacher, temperature=2.0)
+    hard = jxent.losses.softmax_cross_entropy_with_integer_labels(
+        student, labels, ignore_index=-100
+    )
+    want = ((soft + 0.5 * hard) * counted).sum() / counted.sum()
+    np.testing.assert_allclose(namespace["loss"], want, rtol=1e-4)
+    chex.assert_tree_all_finite(namespace["grads"])
+
+
 SECTION_CHECKS = {
     "jxent": check_before_and_after,
     "Usage": check_usage,
@@ -299,6 +318,7 @@ SECTION_CHECKS = {
     "Validation mode": check_validation,
     "Large vocabularies": check_large_vocabulary,
     "Reinforcement learning and logging": check_reinforcement_learning,
+    "Distillation": check_distillation,
     "Many devices": check_jit_sharding,
     "Inside `shard_map`": check_many_devices,
 }

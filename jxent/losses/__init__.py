@@ -14,6 +14,7 @@ from ._fused_stats import linear_softmax_stats as linear_softmax_stats
 from ._integer import (
     softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels,
 )
+from ._linear_distillation import linear_distillation_loss as linear_distillation_loss
 from ._sigmoid import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
 from ._sigmoid import sigmoid_focal_loss as sigmoid_focal_loss
 
@@ -25,6 +26,7 @@ __all__ = [
     "kl_divergence",
     "kl_divergence_with_log_targets",
     "linear_cross_entropy",
+    "linear_distillation_loss",
     "linear_softmax_stats",
     "poly_loss_cross_entropy",
     "safe_softmax_cross_entropy",

@@ -60,7 +60,7 @@ _REDUCED_TILE = 2**27
 _REDUCED_MAX_ROWS = 2048
 
 
-def _power_of_two_at_most(x: float) -> int:
+def power_of_two_at_most(x: float) -> int:
     return 2 ** max(0, math.floor(math.log2(max(x, 1))))
 
 
@@ -73,10 +73,10 @@ def tiles(
     token_block = options.token_block_size
     if token_block is None:
         if reduced:
-            rows = _power_of_two_at_most(_REDUCED_TILE / max(local_vocab, 1))
+            rows = power_of_two_at_most(_REDUCED_TILE / max(local_vocab, 1))
             token_block = min(rows, _REDUCED_MAX_ROWS)
         else:
-            token_block = _power_of_two_at_most((options.tile_budget or _PER_TOKEN_TILE) / block)
+            token_block = power_of_two_at_most((options.tile_budget or _PER_TOKEN_TILE) / block)
     token_block = max(1, min(token_block, tokens))
     return options._replace(block_size=block, token_block_size=token_block)
 

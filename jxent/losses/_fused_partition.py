@@ -10,7 +10,8 @@ device) the body runs as it is.
 
 Each operand and result is described by a *role*, one letter per dimension:
 ``n`` tokens, ``d`` the hidden size of ``hidden``, ``e`` the same size as the
-weight's rows, ``v`` the vocabulary, ``r`` the rows of ``d_weight`` (split as the
+weight's rows (``f`` and ``g``: the same pair for a second, frozen head),
+``v`` the vocabulary, ``r`` the rows of ``d_weight`` (split as the
 weight's are, where that can be a reduce-scatter); ``""`` is a scalar. ``d`` and
 ``e`` are separate factors of the Shardy rule so that an FSDP weight's
 sharding does not spread to ``hidden``'s D, and ``d_weight`` keeps it. The
@@ -56,6 +57,8 @@ class Layout(NamedTuple):
             "v": self.vocab or None,
             "d": None,
             "e": None,
+            "f": None,
+            "g": None,
             "r": self.weight_rows or None,
         }
         return P(*(by_letter[letter] for letter in role))
@@ -151,7 +154,7 @@ def _partitioned_call(
         sharding_rule=_rule(roles, tuple(r.replace("r", "e") for r in out_roles)),
         # The vocabulary of a per-token statistic, and the tokens of d_weight,
         # are summed over inside the body; D is gathered before it.
-        need_replication_factors=("d",) if any("d" in r for r in roles) else (),
+        need_replication_factors=tuple(f for f in "df" if any(f in r for r in roles)),
     )
     return call(*operands)
 

@@ -10,6 +10,8 @@ vectors and a float32 ``d_hidden``, whatever V is. 8·N·D·V matmul FLOPs for
 the value and gradient: forward, recompute, and the two gradient matmuls.
 """
 
+from collections.abc import Callable, Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -126,12 +128,12 @@ def per_token_backward(
     cotangent = per_token_cotangent(d_loss, status, accumulation_dtype(hidden, weight))
     vocab = total_classes(weight.shape[1], options.axis_name)
     scales = loss_scales(cotangent, jnp.where(status.skipped, 0, lse), vocab, hyper)
-    return gradient_sweep(
+    return logit_gradient_sweep(
         layout, options, hidden, weight, bias, labels, lse, status.skipped, hyper.softcap, scales
     )
 
 
-def gradient_sweep(
+def logit_gradient_sweep(
     layout: Layout,
     options: LinearCrossEntropyOptions,
     hidden,
@@ -143,23 +145,56 @@ def gradient_sweep(
     softcap,
     scales: LogitGradientScales,
 ):
-    """``(d_hidden, d_weight, d_bias)`` of this block, blockwise, from the per-token
-    coefficients of :func:`tile_logit_gradient` (``options`` those of the block).
+    """:func:`gradient_sweep` with the gradient of each tile from the per-token
+    coefficients of :func:`tile_logit_gradient`."""
+    # A skipped token's infinite log-normaliser makes its probabilities 0.
+    lse = jnp.where(skipped, jnp.inf, lse)
+    scales = jax.tree.map(lambda s: jnp.where(skipped, 0, s), scales)
 
-    In a partitioned layout the block's gradients are summed here over the
-    devices that share an input: ``d_hidden`` over the vocabulary shards,
-    ``d_weight`` and ``d_bias`` over the token shards (once, after the sweep).
+    def tile_gradient(logits, token_slice, block, columns):
+        del block
+        row_start, rows = token_slice
+        is_label = columns[None, :] == take(labels, row_start, rows, 0)[:, None]
+        tile_scales = jax.tree.map(lambda s: take(s, row_start, rows, 0), scales)
+        return tile_logit_gradient(
+            logits, take(lse, row_start, rows, 0), is_label, tile_scales, softcap
+        )
+
+    sources = (labels, lse, *jax.tree.leaves(scales))
+    return gradient_sweep(
+        layout, options, hidden, weight, bias, skipped, softcap, tile_gradient, sources
+    )
+
+
+def gradient_sweep(
+    layout: Layout,
+    options: LinearCrossEntropyOptions,
+    hidden,
+    weight,
+    bias,
+    skipped,
+    softcap,
+    tile_gradient: Callable,
+    sources: Sequence,
+):
+    """``(d_hidden, d_weight, d_bias)`` of this block, blockwise over the vocabulary
+    and then the tokens (``options`` those of the block).
+
+    ``tile_gradient(logits, (token_start, tokens), (column_start, width), columns)``
+    gives d objective / d logits of one tile from its logits ``softcap(hidden @
+    weight + bias)`` (``columns``: their indices in the full vocabulary);
+    ``sources`` are the per-token arrays it reads (for their mesh types). A
+    skipped token is never read (its hidden state may be NaN: padding): a zero
+    row in its tile. In a partitioned layout the block's gradients are summed
+    here over the devices that share an input: ``d_hidden`` over the vocabulary
+    shards, ``d_weight`` and ``d_bias`` over the token shards (once, after the
+    sweep).
     """
     local_vocab, axis_name = weight.shape[1], options.axis_name
     offset = first_class(local_vocab, axis_name)
     dtype = accumulation_dtype(hidden, weight)
     operand = matmul_dtype(hidden, weight)
-    sources = (hidden, weight, bias, labels, lse, skipped, *jax.tree.leaves(scales))
-    # A skipped token is never read (its hidden state may be NaN: padding): a
-    # zero row in its tile, and an infinite log-normaliser that makes its
-    # probabilities 0.
-    lse = jnp.where(skipped, jnp.inf, lse)
-    scales = jax.tree.map(lambda s: jnp.where(skipped, 0, s), scales)
+    sources = (hidden, weight, bias, skipped, *sources)
 
     def vocab_block(start, width, carry):
         d_hidden, d_weight, d_bias = carry
@@ -172,11 +207,7 @@ def gradient_sweep(
             h = take(hidden, t_start, size, 0)
             h = zero_skipped(h, take(skipped, t_start, size, 0), options)
             logits = tile_logits(h, w, b, softcap)
-            is_label = columns[None, :] == take(labels, t_start, size, 0)[:, None]
-            tile_scales = jax.tree.map(lambda s: take(s, t_start, size, 0), scales)
-            d_logits = tile_logit_gradient(
-                logits, take(lse, t_start, size, 0), is_label, tile_scales, softcap
-            )
+            d_logits = tile_gradient(logits, (t_start, size), (start, width), columns)
             d_operand = d_logits.astype(operand)
             d_h = jax.lax.dot_general(
                 d_operand, w, (((1,), (1,)), ((), ())), preferred_element_type=dtype

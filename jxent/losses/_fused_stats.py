@@ -24,7 +24,7 @@ from ._fused_kernels import (
 )
 from ._fused_online import SoftmaxStats, Wanted, row_statistics, softmax_outputs
 from ._fused_partition import Layout, like, run_sharded
-from ._fused_per_token import block_options, gradient_sweep, whole_cotangent
+from ._fused_per_token import block_options, logit_gradient_sweep, whole_cotangent
 
 _TILE_BUDGET = 2**22
 _FORWARD_ROLES = ("nd", "ev", "v", "n", "n", "n", "")
@@ -113,7 +113,7 @@ def _backward_body(layout: Layout, options: LinearCrossEntropyOptions, *operands
         entropy_value=entropy,
         inverse_temperature=inverse_temperature,
     )
-    gradients = gradient_sweep(
+    gradients = logit_gradient_sweep(
         layout, options, hidden, weight, bias, labels, logsumexp, skipped, softcap, scales
     )
     return tuple(g for g in gradients if g is not None)
@@ -314,7 +314,7 @@ def linear_softmax_stats(
       >>> hidden = jnp.ones((2, 3)); weight = jnp.zeros((3, 4)).at[0, 2].set(1.0)
       >>> stats = jxent.losses.linear_softmax_stats(hidden, weight, jnp.array([2, 0]))
       >>> stats.log_prob, stats.argmax
-      (Array([-0.7436684, -1.7436684], dtype=float32), Array([2, 2], dtype=int32))
+      (Array([-0.74366844, -1.7436684 ], dtype=float32), Array([2, 2], dtype=int32))
       >>> policy = lambda h: jxent.losses.linear_softmax_stats(
       ...     h, weight, jnp.array([2, 0]), temperature=0.7)
       >>> jax.grad(lambda h: -policy(h).log_prob.sum() - 0.01 * policy(h).entropy.sum())(

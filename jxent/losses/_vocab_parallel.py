@@ -5,9 +5,11 @@ import jax
 
 from .._arguments import as_float_array, class_mask
 from ._fused import Reduction, fused_cross_entropy
+from ._fused_distill_terms import Divergence
 from ._fused_online import SoftmaxStats
 from ._fused_stats import softmax_statistics
 from ._integer import integer_loss
+from ._linear_distillation import distillation
 
 
 def vocab_parallel_cross_entropy(
@@ -206,6 +208,91 @@ def vocab_parallel_linear_softmax_stats(
         temperature=temperature,
         softcap=softcap,
         where=where,
+        block_size=block_size,
+        token_block_size=token_block_size,
+        axis_name=axis_name,
+    )
+
+
+def vocab_parallel_linear_distillation_loss(
+    student_hidden: jax.typing.ArrayLike,
+    student_weight_shard: jax.typing.ArrayLike,
+    teacher_hidden: jax.typing.ArrayLike,
+    teacher_weight_shard: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike | None = None,
+    *,
+    axis_name: str | tuple[str, ...],
+    divergence: Divergence = "kl",
+    beta: jax.typing.ArrayLike = 0.5,
+    temperature: jax.typing.ArrayLike = 1.0,
+    hard_label_weight: jax.typing.ArrayLike = 0.0,
+    student_bias: jax.typing.ArrayLike | None = None,
+    teacher_bias: jax.typing.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    where: jax.typing.ArrayLike | None = None,
+    reduction: Reduction = "none",
+    block_size: int | None = None,
+    token_block_size: int | None = None,
+) -> jax.Array:
+    r"""Fused two-head distillation with both weights split along the vocabulary.
+
+    :func:`jxent.losses.linear_distillation_loss` on this device's
+    ``student_weight_shard[D_s, V/n]`` and ``teacher_weight_shard[D_t, V/n]``
+    (the same columns of both): each tile of whole local rows meets the other
+    shards through per-token vectors (row maxima, sums of exponentials, the
+    divergence's sums). The hidden states are replicated over ``axis_name``; a
+    ``"sum"`` or ``"mean"`` reduces this device's tokens.
+
+    Args:
+      student_hidden: the student's activations ``[..., D_s]``.
+      student_weight_shard: this device's ``[D_s, V/n]`` slice of the student head.
+      teacher_hidden: the teacher's activations ``[..., D_t]``.
+      teacher_weight_shard: this device's ``[D_t, V/n]`` slice of the teacher head.
+      labels: optional integer labels into the full vocabulary.
+      axis_name: the mesh axis (or axes) that splits the vocabulary.
+      divergence: ``"kl"``, ``"reverse_kl"``, ``"js"`` or ``"tv"``.
+      beta: the teacher's weight in ``"js"``.
+      temperature: T > 0; the loss is scaled by T².
+      hard_label_weight: weight of the student's cross-entropy on the labels.
+      student_bias: this device's ``[V/n]`` slice of the student's bias.
+      teacher_bias: this device's ``[V/n]`` slice of the teacher's bias.
+      ignore_index: a label value whose token is skipped.
+      where: boolean token mask.
+      reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+      block_size: vocabulary columns per tile of the backward.
+      token_block_size: tokens per tile.
+
+    Returns:
+      Per-token losses ``[...]`` or their sum or mean, identical on every
+      device of the axis.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import AxisType, PartitionSpec as P
+      >>> mesh = jax.make_mesh((1,), ("vocab",), axis_types=(AxisType.Auto,))
+      >>> loss = jax.jit(jax.shard_map(
+      ...     lambda hs, ws, ht, wt: jxent.sharding.vocab_parallel_linear_distillation_loss(
+      ...         hs, ws, ht, wt, axis_name="vocab"),
+      ...     mesh=mesh, in_specs=(P(), P(None, "vocab"), P(), P(None, "vocab")),
+      ...     out_specs=P()))
+      >>> loss(jnp.ones((2, 3)), jnp.zeros((3, 4)), jnp.ones((2, 2)), jnp.zeros((2, 4)))
+      Array([0., 0.], dtype=float32)
+    """
+    return distillation(
+        student_hidden,
+        student_weight_shard,
+        teacher_hidden,
+        teacher_weight_shard,
+        labels,
+        divergence=divergence,
+        beta=beta,
+        temperature=temperature,
+        hard_label_weight=hard_label_weight,
+        student_bias=student_bias,
+        teacher_bias=teacher_bias,
+        ignore_index=ignore_index,
+        where=where,
+        reduction=reduction,
         block_size=block_size,
         token_block_size=token_block_size,
         axis_name=axis_name,
