@@ -257,18 +257,13 @@ def _binary():
     ]
 
 
-# The largest logits of the Rényi-from-logits cases where ±1e4 cannot be held:
-# * α = 50: the tilted weights p^α q^(1-α) can all sit on one class whose
-#   log-probabilities are ~1e3 in size, where float32 holds z - logsumexp(z) only to
-#   ulp(1e3) ≈ 6e-5; D (≈ 1 on the ±1e3 "wide" edge row) moves by α/(α-1) times that
-#   error of log p plus that of log q: hundreds of ulps of 1, not the table's 8. No
-#   float32 log-softmax is nearer the float64 value; ±1e3 stays within.
-# * α = 0, under x64 only: the float64 reference, -logsumexp(log_softmax(zq)) over P's
-#   support, is itself off by ~ulp(|z|) (1.7e-13 at ±1e4 on the identical-logits edge
-#   row, whose value is exactly 0 and which jxent gives as 0), far above its 64 ulps;
-#   logsumexp(zq) - logsumexp(zq on P's support) would be exact. ±100 stays within.
+# The one Rényi-from-logits case where ±1e4 cannot be held, α = 50: the tilted weights
+# p^α q^(1-α) can all sit on one class whose log-probabilities are ~1e3 in size, where
+# float32 holds z - logsumexp(z) only to ulp(1e3) ≈ 6e-5; D (≈ 1 on the ±1e3 "wide"
+# edge row) moves by α/(α-1) times that error of log p plus that of log q: hundreds of
+# ulps of 1, not the table's 8. No float32 log-softmax is nearer the float64 value;
+# ±1e3 stays within.
 _RENYI_LOGIT_SCALES = {("renyi_divergence_from_logits", 50.0): 1e3}
-_RENYI_LOGIT_SCALES[("renyi_divergence_from_logits", 0.0)] = 100.0
 
 
 def _renyi():

@@ -213,7 +213,10 @@ def renyi_divergence_from_logits(p_logits, q_logits, alpha):
     with np.errstate(invalid="ignore"):
         x = np.where(support, log_p - log_q, 0.0)  # +inf off Q's support
     if alpha == 0:
-        value = -special.logsumexp(np.where(support, log_q, -INF), axis=-1)
+        # -log Q(supp P) from the raw logits: exact (0) when P's support is Q's.
+        q_logits = f64(q_logits)
+        on_support = np.where(support, q_logits, -INF)
+        value = special.logsumexp(q_logits, axis=-1) - special.logsumexp(on_support, axis=-1)
     elif alpha == INF:
         value = np.where(support, x, -INF).max(-1)
     else:

@@ -87,19 +87,16 @@ def _is_module(name: str) -> bool:
     return name in MODULES
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_no_underscored_name_is_imported_from_another_module(module):
-    offences = [
+def _private_imports(module):
+    return [
         f"line {line}: from {source} import {name}"
         for source, names, line in _imports(module)
         for name in names
         if name.startswith("_") and not _is_module(f"{source}.{name}")
     ]
-    assert not offences, f"{module} imports private names: {offences}"
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_no_underscored_attribute_of_another_module_is_read(module):
+def _private_attributes(module):
     tree = ast.parse(MODULES[module].read_text())
     aliases = set()
     for node in ast.walk(tree):
@@ -112,7 +109,7 @@ def test_no_underscored_attribute_of_another_module_is_read(module):
                 for a in node.names
                 if _is_module(f"{source}.{a.name}") or source not in MODULES
             }
-    offences = [
+    return [
         f"line {node.lineno}: {node.value.id}.{node.attr}"
         for node in ast.walk(tree)
         if isinstance(node, ast.Attribute)
@@ -121,28 +118,50 @@ def test_no_underscored_attribute_of_another_module_is_read(module):
         and node.attr.startswith("_")
         and not node.attr.startswith("__")
     ]
-    assert not offences, f"{module} reads private names of other modules: {offences}"
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_imports_point_down_the_layers(module):
-    offences = [
+def _upward_imports(module):
+    return [
         f"line {line}: {source} (layer {_layer(source)})"
         for source, _, line in _imports(module)
         if (source == "jxent" or source.startswith("jxent.")) and _layer(source) > _layer(module)
     ]
-    assert not offences, f"{module} (layer {_layer(module)}) imports upwards: {offences}"
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_run_time_imports_are_jax_numpy_and_the_standard_library(module):
+def _outside_imports(module):
     allowed = RUN_TIME_DEPENDENCIES | set(sys.stdlib_module_names) | {"jxent"}
-    outside = {
-        source.split(".")[0]
-        for source, _, _ in _imports(module)
-        if source.split(".")[0] not in allowed
-    }
-    assert not outside, f"{module} imports {sorted(outside)} at run time"
+    return sorted(
+        {
+            source.split(".")[0]
+            for source, _, _ in _imports(module)
+            if source.split(".")[0] not in allowed
+        }
+    )
+
+
+def _offences(rule, modules):
+    """``{module: what it does wrong}`` over ``modules``, for one assert per rule."""
+    return {m: found for m in sorted(modules) if (found := rule(m))}
+
+
+def test_no_underscored_name_is_imported_from_another_module():
+    offences = _offences(_private_imports, MODULES)
+    assert not offences, f"private names imported: {offences}"
+
+
+def test_no_underscored_attribute_of_another_module_is_read():
+    offences = _offences(_private_attributes, MODULES)
+    assert not offences, f"private names of other modules read: {offences}"
+
+
+def test_imports_point_down_the_layers():
+    offences = _offences(_upward_imports, MODULES)
+    assert not offences, f"upward imports (layers {LAYERS}): {offences}"
+
+
+def test_run_time_imports_are_jax_numpy_and_the_standard_library():
+    offences = _offences(_outside_imports, MODULES)
+    assert not offences, f"run-time imports outside jax, NumPy and the standard library: {offences}"
 
 
 def test_the_rules_catch_what_they_forbid(tmp_path):
@@ -168,22 +187,25 @@ def _top_level_names(tree: ast.Module) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if "._" in m))
-def test_plain_names_of_private_modules_are_shared(module):
+def test_plain_names_of_private_modules_are_shared():
     """The other half of the rule: a plain name in a private module is public
     API or used by another module of the package; otherwise it takes an
     underscore."""
+    offences = _offences(_unshared_names, [m for m in MODULES if "._" in m])
+    assert not offences, f"used only in their module, name them with '_': {offences}"
+
+
+def _unshared_names(module):
     public = set(jxent.__all__) | set(jxent.losses.__all__) | set(jxent.sharding.__all__)
     public |= set(jxent.metrics.__all__)
     others = [p.read_text() for name, p in MODULES.items() if name != module]
     words = set().union(*(re.findall(r"\w+", text) for text in others))
     tree = ast.parse(MODULES[module].read_text())
-    unshared = [
+    return [
         name
         for name in _top_level_names(tree)
         if not name.startswith("_") and name not in public and name not in words
     ]
-    assert not unshared, f"{module}: {unshared} are used only there; name them with '_'"
 
 
 @pytest.mark.parametrize("folder", ["examples", "benchmarks", "notebooks", "docs"])
