@@ -270,8 +270,8 @@ def linear_softmax_stats(
     and :math:`\arg\max_j z_j`, computed blockwise as
     :func:`linear_cross_entropy` is: the ``[tokens, V]`` logits are never held.
     Evaluation costs one pass (2·N·D·V matmul FLOPs). Every float output is
-    differentiable (``custom_vjp``), alone or together, for any per-token
-    cotangents (a policy-gradient loss weights ``log_prob`` by advantages and
+    differentiable (``custom_vjp``: reverse mode only), alone or together, for
+    any per-token cotangents (a policy-gradient loss weights ``log_prob`` by advantages and
     adds an entropy bonus): with :math:`g` the cotangents, the gradient with
     respect to :math:`z_j / T` is
 

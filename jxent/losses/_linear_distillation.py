@@ -172,7 +172,7 @@ def linear_distillation_loss(
     student's gradients in that sweep (:math:`2NV(D_t + 3D_s)` matmul FLOPs),
     ``"none"`` recomputes both heads blockwise in its backward
     (:math:`2NV(2D_t + 4D_s)`). Accumulation is float32; with 16-bit inputs every
-    matmul takes 16-bit operands.
+    matmul takes 16-bit operands. Reverse mode only (``custom_vjp``).
 
     The teacher is frozen: its inputs (``teacher_hidden``, ``teacher_weight``,
     ``teacher_bias``) get zero cotangents. Zero probabilities follow the
