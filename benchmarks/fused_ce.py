@@ -7,17 +7,22 @@ Run from the repository root (jxent installed, e.g. ``pip install -e .``)::
     python benchmarks/fused_ce.py --shapes llama        # force the Llama shape (GPU-sized)
     python benchmarks/fused_ce.py --tokens 1024 --vocab 8192 --dtype float32  # override shapes
     python benchmarks/fused_ce.py --no-torch            # JAX rows only
+    python benchmarks/fused_ce.py --tables stats        # only the softmax-statistics tables
 
-Shapes (``--shapes``, comma-separated; default ``cpu,cpu-f32,llama`` when
+Shapes (``--shapes``, comma-separated; default ``cpu,cpu-f32,llama,qwen`` when
 ``jax.default_backend()`` is ``gpu``, else ``cpu,cpu-f32``): ``cpu`` = 2048 tokens, D = 512,
 V = 32768, bfloat16 hidden and weight; ``cpu-f32`` = the same in float32; ``llama`` = the
-Llama-3-8B head, 8192 tokens, D = 4096, V = 128256, bfloat16. ``--tokens/--dim/--vocab/--dtype``
-override that field of every selected shape. Inputs: hidden ~ N(0, 1), weight ~ N(0, 9/D)
+Llama-3-8B head, 8192 tokens, D = 4096, V = 128256, bfloat16; ``qwen`` = the Qwen3-8B head,
+8192 tokens, D = 4096, V = 151936, bfloat16. ``--tokens/--dim/--vocab/--dtype`` override that
+field of every selected shape. Inputs: hidden ~ N(0, 1), weight ~ N(0, 9/D)
 (logits ~ N(0, 9), a peaked softmax as in a trained model), labels uniform in [0, V).
 
-Every row measures the value and the gradients w.r.t. (hidden, weight) of the *mean* loss over
-tokens: JAX rows as ``jax.jit(jax.value_and_grad(f, argnums=(0, 1)))`` (compiled once),
-PyTorch rows as ``loss = f(h, w, y); loss.backward()`` on tensors with ``requires_grad``.
+Each shape gets two tables (``--tables``, comma-separated, default ``ce,stats``).
+
+The ``ce`` table: every row measures the value and the gradients w.r.t. (hidden, weight) of
+the *mean* loss over tokens: JAX rows as ``jax.jit(jax.value_and_grad(f, argnums=(0, 1)))``
+(compiled once), PyTorch rows as ``loss = f(h, w, y); loss.backward()`` on tensors with
+``requires_grad``.
 
 * ``jxent, reduction="none" + mean``: ``linear_cross_entropy(h, W, y, reduction="none").mean()``;
   the backward recomputes the logits block by block (8·N·D·V matmul FLOPs).
@@ -31,6 +36,20 @@ PyTorch rows as ``loss = f(h, w, y); loss.backward()`` on tensors with ``require
 * ``Liger`` (``liger_kernel``) and ``CCE`` (Cut Cross-Entropy, ``cut_cross_entropy``) fused
   kernels: only with PyTorch on a CUDA device and the package importable; otherwise skipped,
   named in a one-line note under the table.
+
+The ``stats`` table (per-token softmax statistics, as a policy-gradient loss uses them): every
+row measures ``jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))`` of the objective
+``(c1 * log_prob + c2 * entropy).sum()``, with c1, c2 ~ N(0, 1) drawn per token (advantages and
+entropy weights), log_prob the log-probability of the label and entropy the softmax's entropy
+at temperature 1; the per-token log_prob and entropy come out as the auxiliary output.
+
+* ``jxent linear_softmax_stats``: ``linear_softmax_stats(h, W, y)``, fused: the forward is one
+  sweep over the vocabulary (2·N·D·V), the backward recomputes the logits block by block
+  (6·N·D·V more), the ``[N, V]`` logits are never held.
+* ``materialised, <dtype> logits`` (left out for float32 inputs) and ``materialised, float32
+  logits``: the logits ``h @ W`` (cast to float32, or computed with float32 accumulation), then
+  ``jax.nn.log_softmax``, entropy ``-sum(where(p > 0, p * log p, 0))`` with ``p = exp(log p)``,
+  log_prob gathered with ``jnp.take_along_axis``.
 
 Columns:
 
@@ -47,6 +66,10 @@ Columns:
 * ``loss err``: |loss - loss_ref|; ``d_hidden err``, ``d_weight err``: ``||g - g_ref|| /
   ||g_ref||``. The reference is the naive float32-logits path on the inputs upcast to float32
   under ``jax.default_matmul_precision("highest")``: the exact answer for those input values.
+* ``stats`` table: the same ``median ms``, ``temp MiB``, ``TFLOP/s`` (6·N·D·V for every row,
+  as above, although the fused path computes 8·N·D·V) and gradient errors, against the
+  materialised float32-logits path on the upcast inputs at ``"highest"`` precision;
+  ``log_prob err`` and ``entropy err``: the largest absolute error over the tokens, in nats.
 """
 
 from __future__ import annotations
@@ -71,6 +94,7 @@ SHAPES = {  # name: (tokens, dim, vocab, dtype)
     "cpu": (2048, 512, 32768, "bfloat16"),
     "cpu-f32": (2048, 512, 32768, "float32"),
     "llama": (8192, 4096, 128256, "bfloat16"),
+    "qwen": (8192, 4096, 151936, "bfloat16"),
 }
 
 
@@ -95,6 +119,32 @@ def naive_float32_logits(hidden, weight, labels):
     return optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+# --- softmax statistics: each maps (hidden, weight [D, V], labels, c1, c2) to ------------
+# --- ((c1 * log_prob + c2 * entropy).sum(), (log_prob, entropy)) ---------------------------
+
+
+def jxent_stats(hidden, weight, labels, c1, c2):
+    stats = jxent.losses.linear_softmax_stats(hidden, weight, labels)
+    return (c1 * stats.log_prob + c2 * stats.entropy).sum(), (stats.log_prob, stats.entropy)
+
+
+def materialised_stats(logits, labels, c1, c2):
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    p = jnp.exp(log_p)
+    entropy = -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)
+    log_prob = jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
+    return (c1 * log_prob + c2 * entropy).sum(), (log_prob, entropy)
+
+
+def materialised_input_dtype_logits(hidden, weight, labels, c1, c2):
+    return materialised_stats((hidden @ weight).astype(jnp.float32), labels, c1, c2)
+
+
+def materialised_float32_logits(hidden, weight, labels, c1, c2):
+    logits = jnp.dot(hidden, weight, preferred_element_type=jnp.float32)
+    return materialised_stats(logits, labels, c1, c2)
+
+
 # --- candidates ---------------------------------------------------------------------------
 
 
@@ -110,8 +160,10 @@ class Candidate:
     times: list[float] = dataclasses.field(default_factory=list)
 
 
-def jax_candidate(name: str, loss: Callable, args: tuple) -> Candidate:
-    compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(*args).compile()
+def jax_candidate(name: str, loss: Callable, args: tuple, has_aux: bool = False) -> Candidate:
+    """With ``has_aux``, the value ``run()`` returns is ``(loss, aux)``."""
+    value_and_grad = jax.value_and_grad(loss, argnums=(0, 1), has_aux=has_aux)
+    compiled = jax.jit(value_and_grad).lower(*args).compile()
     analysis = compiled.memory_analysis()
     temp = None if analysis is None else analysis.temp_size_in_bytes / MIB
 
@@ -222,8 +274,41 @@ def reference_for(args: tuple) -> tuple:
     return value, d_hidden, d_weight
 
 
+def stats_errors(result: tuple, reference: tuple) -> tuple[float, float, float, float]:
+    """Largest absolute log_prob and entropy errors, and the gradients' relative norm errors."""
+    (_, (log_prob, entropy)), d_hidden, d_weight = result
+    (_, (ref_log_prob, ref_entropy)), ref_d_hidden, ref_d_weight = reference
+    return (
+        float(jnp.max(jnp.abs(log_prob - ref_log_prob))),
+        float(jnp.max(jnp.abs(entropy - ref_entropy))),
+        float(rel_err(d_hidden, ref_d_hidden)),
+        float(rel_err(d_weight, ref_d_weight)),
+    )
+
+
+def stats_reference_for(args: tuple) -> tuple:
+    h32, w32 = (a.astype(jnp.float32) for a in args[:2])
+    with jax.default_matmul_precision("highest"):
+        value_and_grad = jax.value_and_grad(
+            materialised_float32_logits, argnums=(0, 1), has_aux=True
+        )
+        value, (d_hidden, d_weight) = jax.block_until_ready(
+            jax.jit(value_and_grad)(h32, w32, *args[2:])
+        )
+    return value, d_hidden, d_weight
+
+
 def fmt(x: float | None, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
+
+
+def time_round_robin(candidates: list[Candidate], rounds: int) -> None:
+    """``rounds`` timed calls of each candidate, one call each per round."""
+    for _ in range(rounds):
+        for c in candidates:
+            start = time.perf_counter()
+            c.run()
+            c.times.append(time.perf_counter() - start)
 
 
 def bench_shape(name: str, shape: tuple, rounds: int, torch_ctx: tuple, header: str) -> None:
@@ -256,11 +341,7 @@ def bench_shape(name: str, shape: tuple, rounds: int, torch_ctx: tuple, header: 
                 continue
             candidates.append(c)
 
-    for _ in range(rounds):
-        for c in candidates:
-            start = time.perf_counter()
-            c.run()
-            c.times.append(time.perf_counter() - start)
+    time_round_robin(candidates, rounds)
 
     print(f"## {name}: {tokens} tokens, D = {dim}, V = {vocab}, {dtype}")
     print()
@@ -283,6 +364,53 @@ def bench_shape(name: str, shape: tuple, rounds: int, torch_ctx: tuple, header: 
         print()
 
 
+def bench_stats_shape(name: str, shape: tuple, rounds: int, header: str) -> None:
+    tokens, dim, vocab, dtype = shape
+    hidden, weight, labels = inputs(tokens, dim, vocab, dtype)
+    k_1, k_2 = jax.random.split(jax.random.key(1))
+    c1 = jax.random.normal(k_1, (tokens,), jnp.float32)
+    c2 = jax.random.normal(k_2, (tokens,), jnp.float32)
+    args = (hidden, weight, labels, c1, c2)
+    ndv = tokens * dim * vocab
+    reference = stats_reference_for(args)
+
+    candidates = [jax_candidate("jxent linear_softmax_stats", jxent_stats, args, has_aux=True)]
+    if dtype != "float32":
+        candidates.append(
+            jax_candidate(
+                f"materialised, {dtype} logits", materialised_input_dtype_logits, args, True
+            )
+        )
+    candidates.append(
+        jax_candidate("materialised, float32 logits", materialised_float32_logits, args, True)
+    )
+    for c in candidates:  # warm-up call, also the one checked for accuracy
+        c.errors = stats_errors(c.run(), reference)
+    time_round_robin(candidates, rounds)
+
+    print(f"## {name}, softmax statistics: {tokens} tokens, D = {dim}, V = {vocab}, {dtype}")
+    print()
+    print(
+        f"{header}; {dtype}; N={tokens}, D={dim}, V={vocab}; N·D·V = {ndv:.3g}; {rounds} rounds; "
+        "value and grad of (c1 * log_prob + c2 * entropy).sum()"
+    )
+    print()
+    print(
+        "| path | median ms | temp MiB | TFLOP/s (6NDV) | log_prob err | entropy err "
+        "| d_hidden err | d_weight err |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for c in candidates:
+        median = statistics.median(c.times)
+        log_prob_err, entropy_err, dh_err, dw_err = c.errors
+        print(
+            f"| {c.name} | {1e3 * median:.1f} | {fmt(c.temp_mib, '.1f')} "
+            f"| {6 * ndv / median / 1e12:.3f} | {log_prob_err:.1e} | {entropy_err:.1e} "
+            f"| {dh_err:.1e} | {dw_err:.1e} |"
+        )
+    print()
+
+
 def main() -> None:
     # Before JAX starts its backend: do not let it take 75% of the GPU up front, the PyTorch
     # rows share the device. (Read when the GPU client is created, not at import.)
@@ -293,7 +421,7 @@ def main() -> None:
     gpu = jax.default_backend() == "gpu"
     parser.add_argument(
         "--shapes",
-        default="cpu,cpu-f32,llama" if gpu else "cpu,cpu-f32",
+        default="cpu,cpu-f32,llama,qwen" if gpu else "cpu,cpu-f32",
         help=f"comma-separated, from {', '.join(SHAPES)} (default: %(default)s)",
     )
     parser.add_argument("--tokens", type=int, help="override the token count of every shape")
@@ -304,12 +432,21 @@ def main() -> None:
         "--rounds", type=int, default=10 if gpu else 3, help="timed rounds (default %(default)s)"
     )
     parser.add_argument("--no-torch", action="store_true", help="skip every PyTorch row")
+    parser.add_argument(
+        "--tables",
+        default="ce,stats",
+        help="comma-separated, from ce (cross-entropy), stats (softmax statistics) "
+        "(default: %(default)s)",
+    )
     opts = parser.parse_args()
 
     names = [s.strip() for s in opts.shapes.split(",") if s.strip()]
     unknown = [s for s in names if s not in SHAPES]
     if unknown:
         parser.error(f"unknown shape(s) {unknown}; choose from {list(SHAPES)}")
+    tables = [t.strip() for t in opts.tables.split(",") if t.strip()]
+    if not tables or set(tables) - {"ce", "stats"}:
+        parser.error(f"--tables takes ce, stats or both, got {opts.tables!r}")
     overrides = (opts.tokens, opts.dim, opts.vocab, opts.dtype)
     shapes = {}  # shape -> name; shapes made equal by the overrides run once
     for name in names:
@@ -326,7 +463,10 @@ def main() -> None:
         where = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
         header += f", torch {torch.__version__} ({where})"
     for shape, name in shapes.items():
-        bench_shape(name, shape, opts.rounds, torch_ctx, header)
+        if "ce" in tables:
+            bench_shape(name, shape, opts.rounds, torch_ctx, header)
+        if "stats" in tables:
+            bench_stats_shape(name, shape, opts.rounds, header)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,18 @@ class Split:
         return np.concatenate(starts)
 
 
+def load_splits() -> tuple[list[str], list[str], Split, Split]:
+    """The documents, the vocabulary (sorted characters; a character's id is its index),
+    and the training and held-out splits."""
+    documents = load_documents()
+    vocab = sorted(set("".join(documents)))
+    char_to_id = {c: i for i, c in enumerate(vocab)}
+    cut = [round(len(doc) * (1 - HELD_OUT_FRACTION)) for doc in documents]
+    train = Split([doc[:n] for doc, n in zip(documents, cut, strict=True)], char_to_id)
+    held_out = Split([doc[n:] for doc, n in zip(documents, cut, strict=True)], char_to_id)
+    return documents, vocab, train, held_out
+
+
 # ---------------------------------------------------------------------------- model
 
 
@@ -246,12 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else STEPS)
 
     start = time.perf_counter()
-    documents = load_documents()
-    vocab = sorted(set("".join(documents)))
-    char_to_id = {c: i for i, c in enumerate(vocab)}
-    cut = [round(len(doc) * (1 - HELD_OUT_FRACTION)) for doc in documents]
-    train = Split([doc[:n] for doc, n in zip(documents, cut, strict=True)], char_to_id)
-    held_out = Split([doc[n:] for doc, n in zip(documents, cut, strict=True)], char_to_id)
+    documents, vocab, train, held_out = load_splits()
     print(
         f"text: pydoc_data.topics of Python {platform.python_version()}, "
         f"{len(documents)} documents, {train.num_chars:,} training and "
