@@ -63,7 +63,6 @@ import inspect
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -73,7 +72,7 @@ import numpy as np
 import jxent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fused_ce import MIB, Candidate, errors, fmt, jax_candidate, load_torch
+from fused_ce import MIB, Candidate, errors, fmt, jax_candidate, load_torch, time_round_robin
 
 SHAPES = {  # name: (tokens, student dim, teacher dim, vocab, dtype)
     "cpu": (2048, 256, 512, 32768, "bfloat16"),
@@ -222,11 +221,7 @@ def bench_shape(
         except Exception as e:
             skipped = f"Liger LigerFusedLinearJSDLoss ({type(e).__name__}: {str(e)[:80]})"
 
-    for _ in range(rounds):  # round-robin, one call of each row per round
-        for c in candidates:
-            start = time.perf_counter()
-            c.run()
-            c.times.append(time.perf_counter() - start)
+    time_round_robin(candidates, rounds)
 
     print(f"## {name}: {tokens} tokens, D_s = {d_s}, D_t = {d_t}, V = {vocab}, {dtype}")
     print()

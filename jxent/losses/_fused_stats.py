@@ -120,27 +120,13 @@ def _backward_body(layout: Layout, options: LinearCrossEntropyOptions, *operands
 
 
 def _statistics_bwd(options: LinearCrossEntropyOptions, residuals, cotangents):
-    (hidden, weight, bias, labels, logsumexp, entropy, skipped, invalid, inverse_temperature,
-     softcap) = residuals  # fmt: skip
-    d_log_prob, d_entropy, d_logsumexp, _ = cotangents
+    hidden, weight, bias, *_, inverse_temperature, softcap = residuals
+    # _backward_body's operands: the residuals, with the three float cotangents
+    # before the (scalar) soft-cap.
     gradients = run_sharded(
         _backward_body,
         options,
-        (
-            hidden,
-            weight,
-            bias,
-            labels,
-            logsumexp,
-            entropy,
-            skipped,
-            invalid,
-            inverse_temperature,
-            d_log_prob,
-            d_entropy,
-            d_logsumexp,
-            softcap,
-        ),
+        (*residuals[:-1], *cotangents[:3], softcap),
         ("nd", "ev", "v", "n", "n", "n", "n", "n", "n", "n", "n", "n", ""),
         ("nd", "rv") if bias is None else ("nd", "rv", "v"),
     )
